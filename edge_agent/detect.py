@@ -1,0 +1,290 @@
+"""People detection: frames in, ``sv.Detections`` out.
+
+Two kinds of backend sit behind one small interface:
+
+* the *lean* backend runs an ONNX / OpenVINO model directly with OpenVINO or
+  ONNX Runtime and does the letterbox and NMS in OpenCV/numpy; it never
+  imports torch, which keeps ~180 MB+ out of the long-running agent;
+* the *Ultralytics* backend hands the model to ``ultralytics.YOLO`` and so
+  runs every format Ultralytics runs (PyTorch, NCNN, TensorRT, …).
+
+``backend: auto`` picks the lean backend for ``.onnx`` files and OpenVINO
+folders (OpenVINO when installed, else ONNX Runtime) and Ultralytics otherwise.
+"""
+
+from __future__ import annotations
+
+import ast
+import logging
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+import cv2
+import numpy as np
+import supervision as sv
+
+from .config import DetectorConfig
+
+log = logging.getLogger(__name__)
+
+PAD_VALUE = 114  # Ultralytics' letterbox grey
+
+
+class Detector(Protocol):
+    backend: str
+
+    def detect(self, frames: Sequence[np.ndarray], imgsz: int | None = None) -> list[sv.Detections]:
+        """One ``sv.Detections`` (pixel xyxy, confidence, class_id) per frame."""
+        ...
+
+
+class DetectorError(RuntimeError):
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class Letterbox:
+    """How a frame was fitted into the model input; undone on the boxes."""
+
+    scale: float
+    pad_x: float
+    pad_y: float
+
+
+def letterbox(frame: np.ndarray, height: int, width: int) -> tuple[np.ndarray, Letterbox]:
+    """Resize keeping aspect ratio and pad to (height, width), as Ultralytics does."""
+    h, w = frame.shape[:2]
+    scale = min(height / h, width / w)
+    new_w, new_h = round(w * scale), round(h * scale)
+    if (new_w, new_h) != (w, h):
+        frame = cv2.resize(frame, (new_w, new_h), interpolation=cv2.INTER_LINEAR)
+    pad_x, pad_y = (width - new_w) / 2, (height - new_h) / 2
+    top, bottom = round(pad_y - 0.1), round(pad_y + 0.1)
+    left, right = round(pad_x - 0.1), round(pad_x + 0.1)
+    if top or bottom or left or right:
+        frame = cv2.copyMakeBorder(frame, top, bottom, left, right, cv2.BORDER_CONSTANT, value=(PAD_VALUE,) * 3)
+    return frame, Letterbox(scale, left, top)
+
+
+def decode_yolo_output(
+    output: np.ndarray,
+    box: Letterbox,
+    frame_shape: tuple[int, ...],
+    classes: Sequence[int],
+    confidence: float,
+    iou: float,
+    max_det: int = 300,
+) -> sv.Detections:
+    """Decode one image's raw YOLOv8/11 head output (4 + nc, anchors).
+
+    A candidate is kept when its best class is one of ``classes`` and that
+    class's score passes ``confidence`` (Ultralytics' rule), then per-class NMS.
+    """
+    scores_all = output[4:]
+    wanted = np.asarray(classes, dtype=int)
+    wanted_scores = scores_all[wanted]  # (len(classes), anchors)
+    candidate = (wanted_scores > confidence).any(axis=0)
+    if not candidate.any():
+        return sv.Detections.empty()
+    idx = np.nonzero(candidate)[0]
+    best_class = scores_all[:, idx].argmax(axis=0)
+    keep = np.isin(best_class, wanted)
+    idx, best_class = idx[keep], best_class[keep]
+    if idx.size == 0:
+        return sv.Detections.empty()
+    scores = scores_all[best_class, idx].astype(np.float32)
+    keep = scores > confidence
+    idx, best_class, scores = idx[keep], best_class[keep], scores[keep]
+    if idx.size == 0:
+        return sv.Detections.empty()
+    cx, cy, bw, bh = output[0, idx], output[1, idx], output[2, idx], output[3, idx]
+    xyxy = np.stack([cx - bw / 2, cy - bh / 2, cx + bw / 2, cy + bh / 2], axis=1).astype(np.float32)
+    kept = _nms_per_class(xyxy, scores, best_class, iou, max_det)
+    xyxy, scores, best_class = xyxy[kept], scores[kept], best_class[kept]
+    xyxy[:, [0, 2]] -= box.pad_x
+    xyxy[:, [1, 3]] -= box.pad_y
+    xyxy /= box.scale
+    height, width = frame_shape[:2]
+    xyxy[:, [0, 2]] = np.clip(xyxy[:, [0, 2]], 0, width)
+    xyxy[:, [1, 3]] = np.clip(xyxy[:, [1, 3]], 0, height)
+    return sv.Detections(xyxy=xyxy, confidence=scores, class_id=best_class.astype(int))
+
+
+def _nms_per_class(xyxy: np.ndarray, scores: np.ndarray, class_id: np.ndarray, iou: float, max_det: int) -> np.ndarray:
+    # Offsetting boxes by class keeps classes apart in one NMS call (Ultralytics' trick).
+    offset = class_id[:, None].astype(np.float32) * 7680.0
+    boxes = xyxy + offset
+    xywh = np.concatenate([boxes[:, :2], boxes[:, 2:] - boxes[:, :2]], axis=1)
+    kept = cv2.dnn.NMSBoxes(xywh.tolist(), scores.tolist(), 0.0, iou, top_k=max_det)
+    kept = np.asarray(kept, dtype=int).reshape(-1)
+    return kept[np.argsort(-scores[kept], kind="stable")][:max_det]
+
+
+def _read_onnx_metadata(path: Path) -> dict[str, str]:
+    """Ultralytics writes names/imgsz/stride into the ONNX metadata."""
+    try:
+        import onnx
+
+        model = onnx.load(str(path), load_external_data=False)
+        return {prop.key: prop.value for prop in model.metadata_props}
+    except Exception as exc:  # a foreign ONNX file still runs with defaults
+        log.debug("no Ultralytics metadata in %s: %s", path, exc)
+        return {}
+
+
+def _input_hw(metadata: dict[str, str], fallback: int) -> tuple[int, int]:
+    raw = metadata.get("imgsz")
+    if raw:
+        try:
+            value = ast.literal_eval(raw)
+            if isinstance(value, (list, tuple)) and len(value) == 2:
+                return int(value[0]), int(value[1])
+            return int(value), int(value)
+        except (ValueError, SyntaxError):
+            pass
+    return fallback, fallback
+
+
+class LeanDetector:
+    """OpenVINO or ONNX Runtime, no torch; batch 1, frames run one after another.
+
+    OpenVINO models are reshaped per requested input size, so a camera can run
+    a smaller ``imgsz`` than the model was exported with (YOLO is convolutional).
+    """
+
+    def __init__(self, model_path: Path, config: DetectorConfig, runtime: str) -> None:
+        self.config = config
+        self.model_path = model_path
+        self.backend = runtime
+        threads = config.threads or 0
+        if model_path.is_dir():
+            xml = next(iter(sorted(model_path.glob("*.xml"))), None)
+            if xml is None:
+                raise DetectorError(f"{model_path} has no OpenVINO .xml model")
+            metadata = _read_openvino_metadata(model_path)
+            source = xml
+        else:
+            metadata = _read_onnx_metadata(model_path)
+            source = model_path
+        self.input_hw = _input_hw(metadata, config.imgsz)
+        if runtime == "openvino":
+            import openvino as ov
+
+            core = ov.Core()
+            properties = {"PERFORMANCE_HINT": "LATENCY"}
+            if threads:
+                properties["INFERENCE_NUM_THREADS"] = threads
+            self._ov_core = core
+            self._ov_model = core.read_model(str(source))
+            self._ov_properties = properties
+            self._ov_compiled: dict[tuple[int, int], object] = {}
+            self._infer = self._infer_openvino
+        elif runtime == "onnxruntime":
+            if model_path.is_dir():
+                raise DetectorError("ONNX Runtime needs an .onnx file, not an OpenVINO folder")
+            import onnxruntime as ort
+
+            options = ort.SessionOptions()
+            if threads:
+                options.intra_op_num_threads = threads
+            self._session = ort.InferenceSession(str(source), options, providers=["CPUExecutionProvider"])
+            self._input_name = self._session.get_inputs()[0].name
+            shape = self._session.get_inputs()[0].shape
+            if isinstance(shape[2], int) and isinstance(shape[3], int):
+                self.input_hw = (shape[2], shape[3])
+            self._infer = self._infer_onnxruntime
+        else:
+            raise DetectorError(f"unknown lean runtime {runtime!r}")
+
+    def _infer_onnxruntime(self, blob: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
+        return self._session.run(None, {self._input_name: blob})[0]
+
+    def _infer_openvino(self, blob: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
+        request = self._ov_compiled.get(hw)
+        if request is None:
+            model = self._ov_model.clone()
+            model.reshape({model.inputs[0].any_name: [1, 3, hw[0], hw[1]]})
+            request = self._ov_core.compile_model(model, "CPU", self._ov_properties).create_infer_request()
+            self._ov_compiled[hw] = request
+        return request.infer({0: blob})[0]
+
+    def input_size_for(self, frame_shape: tuple[int, ...], imgsz: int | None) -> tuple[int, int]:
+        if self.backend != "openvino":
+            return self.input_hw
+        size = imgsz or self.input_hw[1]
+        return size, size
+
+    def detect(self, frames: Sequence[np.ndarray], imgsz: int | None = None) -> list[sv.Detections]:
+        results = []
+        for frame in frames:
+            hw = self.input_size_for(frame.shape, imgsz)
+            boxed, box = letterbox(frame, *hw)
+            blob = cv2.dnn.blobFromImage(boxed, 1 / 255.0, swapRB=True)
+            output = self._infer(blob, hw)[0]
+            results.append(
+                decode_yolo_output(output, box, frame.shape, self.config.classes, self.config.confidence, self.config.iou)
+            )
+        return results
+
+
+def _read_openvino_metadata(folder: Path) -> dict[str, str]:
+    meta = folder / "metadata.yaml"
+    if not meta.exists():
+        return {}
+    import yaml
+
+    data = yaml.safe_load(meta.read_text()) or {}
+    return {key: str(value) for key, value in data.items()}
+
+
+class UltralyticsDetector:
+    """Any model Ultralytics can load; imports torch."""
+
+    backend = "ultralytics"
+
+    def __init__(self, model_path: Path, config: DetectorConfig) -> None:
+        os.environ.setdefault("YOLO_OFFLINE", "1")
+        from ultralytics import YOLO
+
+        self.config = config
+        self.model = YOLO(str(model_path), task="detect")
+
+    def detect(self, frames: Sequence[np.ndarray], imgsz: int | None = None) -> list[sv.Detections]:
+        results = self.model.predict(
+            list(frames),
+            imgsz=imgsz or self.config.imgsz,
+            conf=self.config.confidence,
+            iou=self.config.iou,
+            classes=self.config.classes,
+            verbose=False,
+        )
+        return [sv.Detections.from_ultralytics(result) for result in results]
+
+
+def choose_backend(model_path: Path, requested: str) -> str:
+    if requested != "auto":
+        return requested
+    is_openvino_dir = model_path.is_dir() and any(model_path.glob("*.xml"))
+    if model_path.suffix == ".onnx" or is_openvino_dir:
+        try:
+            import openvino  # noqa: F401
+
+            return "openvino"
+        except ImportError:
+            if is_openvino_dir:
+                raise DetectorError(f"{model_path} is an OpenVINO model but openvino is not installed") from None
+            return "onnxruntime"
+    return "ultralytics"
+
+
+def load_detector(model_path: Path, config: DetectorConfig) -> Detector:
+    if not model_path.exists():
+        raise DetectorError(f"model file {model_path} does not exist")
+    backend = choose_backend(model_path, config.backend)
+    log.info("detector: %s on %s", model_path.name, backend)
+    if backend == "ultralytics":
+        return UltralyticsDetector(model_path, config)
+    return LeanDetector(model_path, config, backend)
