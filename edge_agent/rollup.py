@@ -12,14 +12,53 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+
+import sqlite_utils
 
 from .storage import Store, iso_utc, minute_start, next_minute
 
 log = logging.getLogger(__name__)
 
 ROLLUP_SCHEMA = "smartstore.rollup/1"
+
+
+@dataclass(frozen=True)
+class Window:
+    """What a rollup covers: one camera, buckets ``start`` ≤ b < ``end`` (minute strings)."""
+
+    camera_id: str
+    start: str  # first minute, e.g. 2026-11-25T10:00Z
+    end: str  # first minute after the window
+    lines: tuple[str, ...] = ()
+
+
+# A section adds one key to every rollup payload (minute, hour, day): a pure read
+# of committed rows over a window, so coarser rollups reuse it unchanged.
+# Features register theirs (issue 8: zones, occupancy, dwell; issue 5: sensors).
+Section = Callable[[sqlite_utils.Database, Window], object]
+SECTIONS: dict[str, Section] = {}
+
+
+def section(name: str) -> Callable[[Section], Section]:
+    def register(func: Section) -> Section:
+        SECTIONS[name] = func
+        return func
+
+    return register
+
+
+@section("lines")
+def line_counts(db: sqlite_utils.Database, window: Window) -> dict:
+    counts = {line_id: {"in": 0, "out": 0} for line_id in window.lines}
+    for line_id, direction, count in db.execute(
+        "SELECT line_id, direction, COUNT(*) FROM events WHERE camera_id = ? AND bucket >= ? AND bucket < ? "
+        "AND kind = 'visitor' GROUP BY line_id, direction",
+        [window.camera_id, window.start, window.end],
+    ).fetchall():
+        counts.setdefault(line_id, {"in": 0, "out": 0})[direction] = count
+    return counts
 
 
 @dataclass(frozen=True)
@@ -65,13 +104,9 @@ def close_minutes(
             silent = now - stale_after >= end
             if not (caught_up or silent):
                 continue
-            counts = {line_id: {"in": 0, "out": 0} for line_id in lines_by_camera.get(camera_id, ())}
-            for line_id, direction, count in db.execute(
-                "SELECT line_id, direction, COUNT(*) FROM events WHERE camera_id = ? AND bucket = ? "
-                "AND kind = 'visitor' GROUP BY line_id, direction",
-                [camera_id, minute],
-            ).fetchall():
-                counts.setdefault(line_id, {"in": 0, "out": 0})[direction] = count
+            window = Window(camera_id, minute, next_minute(minute), tuple(lines_by_camera.get(camera_id, ())))
+            sections = {name: collect(db, window) for name, collect in SECTIONS.items()}
+            counts = sections["lines"]
             db.conn.executemany(
                 "INSERT OR REPLACE INTO rollups_minute (camera_id, minute, line_id, in_count, out_count) "
                 "VALUES (?, ?, ?, ?, ?)",
@@ -89,7 +124,7 @@ def close_minutes(
                 "start": start_iso,
                 "end": iso_utc(end),
                 "frames": frames,
-                "lines": counts,
+                **sections,
             }
             store.enqueue(db, payload["id"], identity.topic("rollup/minute"), payload, qos=1)
             store.mark_rolled(db, camera_id, minute)

@@ -8,16 +8,17 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from apscheduler.schedulers.background import BackgroundScheduler
 
 from .assets import ensure_asset
-from .capture import CameraReader
+from .capture import CameraReader, Frame
 from .config import AgentConfig
 from .detect import Detector, load_detector
-from .pipeline import CameraAnalytics
+from .pipeline import CameraAnalytics, FrameResult
 from .rollup import Identity, close_minutes
 from .storage import Store
 from .uplink import Uplink
@@ -59,6 +60,9 @@ class Agent:
         self.jobs: dict[str, dict] = {}
         self.started_at = time.time()
         self.detect_ms: list[float] = []
+        # Called after each processed frame's results are committed, in the
+        # detection thread: keep them quick (snapshots, live feeds, fusion).
+        self.frame_observers: list[Callable[[Frame, FrameResult], None]] = []
         self._stop = threading.Event()
 
     @property
@@ -84,7 +88,7 @@ class Agent:
         if self.config.mqtt.enabled:
             self.uplink = Uplink(self.config.mqtt, self.store, self.identity)
             self.uplink.start()
-        self._schedule("rollup", self.rollup_now, self.config.rollup.interval_seconds)
+        self.schedule("rollup", self.rollup_now, self.config.rollup.interval_seconds)
         self.scheduler.start()
         if self.config.dashboard.enabled:
             from .dashboard import DashboardServer
@@ -92,7 +96,7 @@ class Agent:
             self.dashboard = DashboardServer(self)
             self.dashboard.start()
 
-    def _schedule(self, name: str, func, seconds: float) -> None:
+    def schedule(self, name: str, func, seconds: float) -> None:
         state = self.jobs.setdefault(name, {"last_run": None, "last_error": None, "runs": 0})
 
         def job() -> None:
@@ -167,6 +171,11 @@ class Agent:
         runtime.frames_processed += 1
         runtime.crossings += len(result.crossings)
         runtime.recent.append(time.time())
+        for observer in self.frame_observers:
+            try:
+                observer(frame, result)
+            except Exception:
+                log.exception("frame observer %r failed", observer)
 
     # -- health ----------------------------------------------------------------------------
     def health(self) -> dict:

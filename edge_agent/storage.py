@@ -99,11 +99,36 @@ def _m0001_core(db: sqlite_utils.Database) -> None:
     )
     db.execute("CREATE INDEX outbox_unsent ON outbox (sent_at, seq)")
     db.execute("CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT)")
+    # A person's stay in a zone (issue 8 fills it; sensor fusion reads it).
+    db.execute(
+        """CREATE TABLE zone_visits (
+            id INTEGER PRIMARY KEY,
+            camera_id TEXT NOT NULL,
+            zone_id TEXT NOT NULL,
+            track_id INTEGER NOT NULL,
+            enter_ts REAL NOT NULL,       -- epoch seconds UTC
+            exit_ts REAL,                 -- NULL while the person is still inside
+            kind TEXT NOT NULL DEFAULT 'visitor'
+        )"""
+    )
+    db.execute("CREATE INDEX zone_visits_time ON zone_visits (camera_id, zone_id, enter_ts)")
 
 
-MIGRATIONS: list[tuple[str, Migration]] = [
+# Named, applied in name order, each once. Features keep their migrations in
+# their own modules ("module:function"); number ranges: 0001-0099 core and
+# storage, 0100-0199 analytics, 0200-0299 sensors, 0300-0399 dashboard/ops.
+MIGRATIONS: list[tuple[str, Migration | str]] = [
     ("0001_core", _m0001_core),
 ]
+
+
+def _resolve(migration: Migration | str) -> Migration:
+    if callable(migration):
+        return migration
+    module_name, _, function = migration.partition(":")
+    import importlib
+
+    return getattr(importlib.import_module(module_name), function)
 
 
 @dataclass(slots=True)
@@ -146,11 +171,11 @@ class Store:
                 "CREATE TABLE IF NOT EXISTS schema_migrations (name TEXT PRIMARY KEY, applied_at TEXT NOT NULL)"
             )
             applied = {row[0] for row in self.db.execute("SELECT name FROM schema_migrations").fetchall()}
-            for name, migration in MIGRATIONS:
+            for name, migration in sorted(MIGRATIONS, key=lambda item: item[0]):
                 if name in applied:
                     continue
                 with self.transaction():
-                    migration(self.db)
+                    _resolve(migration)(self.db)
                     self.db.execute(
                         "INSERT INTO schema_migrations (name, applied_at) VALUES (?, ?)", [name, iso_utc(time.time())]
                     )
