@@ -230,5 +230,10 @@ def models_export(model: str, fmt: str, imgsz: int, assets_dir: Path | None) -> 
     click.echo(export_model(Path(source), fmt, imgsz=imgsz))
 
 
+# Command groups that live in their own modules.
+from .hq.cli import hq  # noqa: E402
+
+main.add_command(hq)
+
 if __name__ == "__main__":
     main()

@@ -1,13 +1,18 @@
 #!/usr/bin/env bash
 # Set up the agent on a fresh Debian / Ubuntu / Raspberry Pi OS machine.
-#   scripts/setup.sh          system packages + .venv with the agent
-#   scripts/setup.sh --test   the same plus what the test suite needs
+#   scripts/setup.sh          system packages + .venv with the agent and Ultralytics
+#   scripts/setup.sh --lean   the agent without Ultralytics/torch (ONNX/OpenVINO models only)
+#   scripts/setup.sh --test   the agent plus what the test suite needs
 # Safe to run again: it installs only what is missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 WITH_TESTS=0
-[ "${1:-}" = "--test" ] && WITH_TESTS=1
+EXTRAS="[ultralytics]"
+case "${1:-}" in
+  --test) WITH_TESTS=1; EXTRAS="[test]" ;;
+  --lean) EXTRAS="" ;;
+esac
 
 SUDO=""
 if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
@@ -38,11 +43,7 @@ if [ ! -x .venv/bin/python ]; then
   "$PYTHON" -m venv .venv
 fi
 .venv/bin/python -m pip install -q --upgrade pip
-if [ "$WITH_TESTS" = 1 ]; then
-  .venv/bin/python -m pip install -q -e ".[test]"
-else
-  .venv/bin/python -m pip install -q -e .
-fi
+.venv/bin/python -m pip install -q -e ".${EXTRAS}"
 
 # Development and CI machines take the model and clips from ../shared (never
 # downloaded there); a store box fetches them from the pinned URLs instead.

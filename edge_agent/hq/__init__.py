@@ -1,0 +1,1 @@
+"""Headquarters side: reference consumers of the stores' MQTT feed."""
