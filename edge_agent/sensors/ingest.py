@@ -181,6 +181,7 @@ class SensorIngestion:
         client.reconnect_delay_set(min_delay=1, max_delay=30)
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
+        client.on_connect_fail = self._on_connect_fail
         client.on_message = self._on_message
         return client
 
@@ -257,6 +258,12 @@ class SensorIngestion:
         self.last_error = None
         client.subscribe(f"{self.root}/#", qos=1)
         log.info("sensors: connected to %s:%s", self.config.broker.host, self.config.broker.port)
+
+    def _on_connect_fail(self, client, userdata) -> None:
+        error = f"cannot reach the store broker {self.config.broker.host}:{self.config.broker.port}; retrying"
+        if error != self.last_error:
+            log.warning("sensors: %s", error)
+        self.last_error = error
 
     def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
         if self.connected and not self._stop.is_set():
@@ -336,7 +343,8 @@ class SensorIngestion:
                 key = node_id if (node_id in self.unknown_nodes or len(self.unknown_nodes) < MAX_UNKNOWN_NODES) \
                     else "(other)"
                 self.unknown_nodes[key] += 1
-        self._log_limited(key, "unknown", "sensors: message from an unregistered node on %r "
+        # One line for all unknown nodes every LOG_EVERY_SECONDS: ids can be endless.
+        self._log_limited("(unknown)", "unknown", "sensors: message from an unregistered node on %r "
                           "(add it under sensors.nodes)", topic[:200])
 
     def _error(self, health: NodeHealth, category: str, detail: str, now: float) -> None:
@@ -388,7 +396,8 @@ class SensorIngestion:
 
     def _commit(self, batch: list[_Item], taken_at: float, drained: bool = True) -> None:
         if not batch:
-            if self._sensor_only and self.store.bucket_for(self.config.source_id, taken_at) != self._ensured_minute:
+            if (self._sensor_only and self.connected
+                    and self.store.bucket_for(self.config.source_id, taken_at) != self._ensured_minute):
                 with self.store.transaction() as db:
                     self._ensure_sensor_minute(db, taken_at)
             self._advance_watermark(taken_at)
@@ -448,8 +457,9 @@ class SensorIngestion:
                     taken_at, self.store.watermarks.get(self.config.source_id, 0.0))
 
     def _ensure_sensor_minute(self, db: sqlite_utils.Database, now: float) -> None:
-        """A sensor-only store gets a rollup every minute, zeros included, like a camera."""
-        if not self._sensor_only:
+        """A sensor-only store gets a rollup every minute, zeros included, like a
+        camera — while the store broker is reachable (no data is not zero)."""
+        if not self._sensor_only or not self.connected:
             return
         minute = self.store.bucket_for(self.config.source_id, now)
         if minute != self._ensured_minute:
