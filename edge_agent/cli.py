@@ -234,6 +234,9 @@ def models_export(model: str, fmt: str, imgsz: int, assets_dir: Path | None) -> 
 from .hq.cli import hq  # noqa: E402
 
 main.add_command(hq)
+from .sensors.cli import sensors  # noqa: E402
+
+main.add_command(sensors)
 
 if __name__ == "__main__":
     main()

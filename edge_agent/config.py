@@ -23,6 +23,8 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from .sensors.config import SensorsConfig, resolve_nodes
+
 Coord = Annotated[float, Field(ge=0.0, le=1.0)]
 Identifier = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")]
 TopicSegment = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[^/#+\s]+$")]
@@ -223,10 +225,17 @@ class AgentConfig(BaseSettings):
     dashboard: DashboardConfig = Field(default_factory=DashboardConfig)
     rollup: RollupConfig = Field(default_factory=RollupConfig)
     timezone: str = "UTC"
+    sensors: SensorsConfig | None = None  # ESPHome sensor nodes on the store's broker (issue 5)
 
     @model_validator(mode="after")
     def _unique_camera_ids(self) -> AgentConfig:
         _no_duplicates([camera.id for camera in self.cameras], "cameras")
+        return self
+
+    @model_validator(mode="after")
+    def _sensor_locations_exist(self) -> AgentConfig:
+        if self.sensors is not None:
+            resolve_nodes(self.sensors, self.cameras)
         return self
 
     @classmethod

@@ -55,6 +55,7 @@ class Agent:
         self._detector = detector
         self.cameras: dict[str, CameraRuntime] = {}
         self.uplink: Uplink | None = None
+        self.sensors = None  # SensorIngestion when `sensors:` is configured
         self.dashboard = None
         self.scheduler = BackgroundScheduler(timezone="UTC")
         self.jobs: dict[str, dict] = {}
@@ -73,11 +74,15 @@ class Agent:
         return self._detector
 
     def lines_by_camera(self) -> dict[str, list[str]]:
-        return {camera.id: [line.id for line in camera.lines] for camera in self.config.cameras}
+        lines = {camera.id: [line.id for line in camera.lines] for camera in self.config.cameras}
+        if self.sensors is not None:
+            lines.update(self.sensors.lines_by_source())  # doors counted by beams alone
+        return lines
 
     # -- lifecycle ------------------------------------------------------------------
     def start(self) -> None:
-        _ = self.detector  # fail early on a bad model, before threads start
+        if any(camera.enabled for camera in self.config.cameras):
+            _ = self.detector  # fail early on a bad model, before threads start (sensor-only stores have none)
         for camera in self.config.cameras:
             if not camera.enabled:
                 continue
@@ -88,6 +93,12 @@ class Agent:
         if self.config.mqtt.enabled:
             self.uplink = Uplink(self.config.mqtt, self.store, self.identity)
             self.uplink.start()
+        if self.config.sensors is not None and self.config.sensors.enabled:
+            from .sensors.ingest import SensorIngestion
+
+            self.sensors = SensorIngestion(self.config.sensors, self.store, self.config.cameras)
+            self.sensors.start()
+            self.schedule("sensor-checks", self.sensors.check, 30.0)
         self.schedule("rollup", self.rollup_now, self.config.rollup.interval_seconds)
         self.scheduler.start()
         if self.config.dashboard.enabled:
@@ -121,6 +132,8 @@ class Agent:
     def shutdown(self) -> None:
         for runtime in self.cameras.values():
             runtime.reader.stop()
+        if self.sensors is not None:
+            self.sensors.stop()  # commits what was received before the last rollup
         if self.scheduler.running:
             self.scheduler.shutdown(wait=True)
         self.store.flush()
@@ -157,7 +170,7 @@ class Agent:
                 worked = True
                 break
             if not worked:
-                self._stop.wait(0.002)
+                self._stop.wait(0.002 if order else 0.5)
 
     def _process(self, camera_id: str, frame) -> None:
         runtime = self.cameras[camera_id]
@@ -205,4 +218,5 @@ class Agent:
                                                                  "pending": self.store.pending_count()},
             "jobs": self.jobs,
             "late_events": self.store.late_events,
+            "sensors": self.sensors.health() if self.sensors is not None else None,
         }

@@ -44,6 +44,7 @@ if [ ! -x .venv/bin/python ]; then
 fi
 .venv/bin/python -m pip install -q --upgrade pip
 .venv/bin/python -m pip install -q -e ".${EXTRAS}"
+if [ "$WITH_TESTS" = 1 ]; then bash scripts/esphome-venv.sh; fi  # firmware_configs/ validation
 
 # Development and CI machines take the model and clips from ../shared (never
 # downloaded there); a store box fetches them from the pinned URLs instead.
