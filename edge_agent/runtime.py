@@ -19,7 +19,9 @@ from .capture import CameraReader, Frame
 from .config import AgentConfig
 from .detect import Detector, load_detector
 from .pipeline import CameraAnalytics, FrameResult
-from .rollup import Identity, close_minutes
+from .feed import live_event_listener, queue_health
+from .retention import prune, storage_status
+from .rollup import Identity, close_minutes, close_periods
 from .storage import Store
 from .uplink import Uplink
 
@@ -46,8 +48,9 @@ def identity_from(config: AgentConfig) -> Identity:
 
 class Agent:
     def __init__(self, config: AgentConfig, *, realtime: bool = True, max_frames: int | None = None,
-                 detector: Detector | None = None) -> None:
+                 detector: Detector | None = None, config_path: Path | None = None) -> None:
         self.config = config
+        self.config_path = config_path  # re-read by HQ's reload-config command
         self.realtime = realtime
         self.max_frames = max_frames
         self.identity = identity_from(config)
@@ -64,6 +67,8 @@ class Agent:
         # detection thread: keep them quick (snapshots, live feeds, fusion).
         self.frame_observers: list[Callable[[Frame, FrameResult], None]] = []
         self._stop = threading.Event()
+        self._live_events = live_event_listener(self.store, self.identity)
+        self.last_prune = None
 
     @property
     def detector(self) -> Detector:
@@ -77,7 +82,8 @@ class Agent:
 
     # -- lifecycle ------------------------------------------------------------------
     def start(self) -> None:
-        _ = self.detector  # fail early on a bad model, before threads start
+        if any(camera.enabled for camera in self.config.cameras):
+            _ = self.detector  # fail early on a bad model, before threads start
         for camera in self.config.cameras:
             if not camera.enabled:
                 continue
@@ -87,8 +93,15 @@ class Agent:
             reader.start()
         if self.config.mqtt.enabled:
             self.uplink = Uplink(self.config.mqtt, self.store, self.identity)
+            from .reload import reload_config
+
+            self.uplink.handlers["reload-config"] = lambda command: reload_config(self)
             self.uplink.start()
+            if self.config.mqtt.health_interval_seconds:
+                self.schedule("health", lambda: queue_health(self), self.config.mqtt.health_interval_seconds)
+        self.apply_live_events()
         self.schedule("rollup", self.rollup_now, self.config.rollup.interval_seconds)
+        self.schedule("storage", self.prune_now, self.config.storage.prune_interval_seconds)
         self.scheduler.start()
         if self.config.dashboard.enabled:
             from .dashboard import DashboardServer
@@ -112,8 +125,25 @@ class Agent:
         self.scheduler.add_job(job, "interval", seconds=seconds, id=name, max_instances=1, coalesce=True)
 
     def rollup_now(self, now: float | None = None) -> int:
-        return close_minutes(self.store, self.identity, self.lines_by_camera(), now=now,
-                             stale_after=self.config.rollup.stale_after_seconds)
+        lines = self.lines_by_camera()
+        stale = self.config.rollup.stale_after_seconds
+        closed = close_minutes(self.store, self.identity, lines, now=now, stale_after=stale)
+        close_periods(self.store, self.identity, lines, self.config.timezone, now=now, stale_after=stale)
+        return closed
+
+    def prune_now(self, now: float | None = None):
+        """Retention and the disk budget (see retention.py)."""
+        self.last_prune = prune(self.store, self.config.storage, now=now)
+        return self.last_prune
+
+    def apply_live_events(self) -> None:
+        """The live ``event`` feed follows ``mqtt.live_events`` (also after reload-config)."""
+        wanted = self.config.mqtt.enabled and self.config.mqtt.live_events
+        listening = self._live_events in self.store.event_listeners
+        if wanted and not listening:
+            self.store.event_listeners.append(self._live_events)
+        elif listening and not wanted:
+            self.store.event_listeners.remove(self._live_events)
 
     def stop(self) -> None:
         self._stop.set()
@@ -205,4 +235,6 @@ class Agent:
                                                                  "pending": self.store.pending_count()},
             "jobs": self.jobs,
             "late_events": self.store.late_events,
+            "storage": {**storage_status(self.store, self.config.storage),
+                        "over_budget": bool(self.last_prune and self.last_prune.over_budget)},
         }
