@@ -232,9 +232,13 @@ def models_export(model: str, fmt: str, imgsz: int, assets_dir: Path | None) -> 
 
 
 # Command groups that live in their own modules.
+from .export import export_command  # noqa: E402
 from .hq.cli import hq  # noqa: E402
+from .synthetic import simulate_command  # noqa: E402
 
 main.add_command(hq)
+main.add_command(export_command)
+main.add_command(simulate_command)
 
 if __name__ == "__main__":
     main()

@@ -52,6 +52,9 @@ class Resend(Command):
     optionally only some kinds or one camera.
     """
 
+    model_config = ConfigDict(extra="forbid", populate_by_name=True,
+                              json_schema_extra={"anyOf": [{"required": ["from"]}, {"required": ["from_seq"]}]})
+
     from_: datetime | None = Field(None, alias="from")
     to: datetime | None = None
     from_seq: Annotated[int, Field(ge=1)] | None = None
@@ -133,8 +136,8 @@ def command_schemas() -> dict[str, dict]:
     """JSON Schema of each command (what edge_agent/contract/cmd-*.schema.json hold)."""
     schemas = {}
     for name, model in COMMANDS.items():
-        schema = model.model_json_schema(by_alias=True)
-        schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+        schema = {"$schema": "http://json-schema.org/draft-07/schema#", "$id": f"urn:smartstore:contract:cmd-{name}/1",
+                  **model.model_json_schema(by_alias=True)}
         schema["title"] = f"cmd/{name}"
         schemas[name] = schema
     return schemas

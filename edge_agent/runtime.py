@@ -187,7 +187,7 @@ class Agent:
                 worked = True
                 break
             if not worked:
-                self._stop.wait(0.002)
+                self._stop.wait(0.002 if order else 0.2)  # no cameras (sensor-only box): nothing to poll
 
     def _process(self, camera_id: str, frame) -> None:
         runtime = self.cameras[camera_id]
