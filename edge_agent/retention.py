@@ -31,8 +31,9 @@ from .storage import Store, iso_utc, minute_of, minute_start
 
 log = logging.getLogger(__name__)
 
-CHUNK = 2000
-UNSENT_CHUNK = 500
+CHUNK = 2000  # rows per delete when pruning by age
+SPACE_CHUNK = 500  # rows per delete when making room (re-measured after each)
+UNSENT_CHUNK = 200
 KEEP_DEVICE_LOG_ROWS = 1000
 LOW_WATER = 0.9  # prune down to this share of the budget
 
@@ -213,7 +214,7 @@ def _free_sent(store: Store, now: float, target: int) -> dict[str, int]:
         if not oldest:
             break
         _, candidate = min(oldest, key=lambda item: item[0])
-        n = _delete(store, candidate.table, candidate.where, candidate.params, candidate.order, CHUNK)
+        n = _delete(store, candidate.table, candidate.where, candidate.params, candidate.order, SPACE_CHUNK)
         if n == 0:
             candidates.remove(candidate)
             continue
@@ -238,7 +239,7 @@ def _drop_unsent(store: Store, target: int) -> dict[str, int]:
         dropped["outbox"] = dropped.get("outbox", 0) + len(rows)
     while store.size()["used_bytes"] > target:
         with store.transaction() as db:
-            rows = db.execute("SELECT id, ts FROM events ORDER BY ts LIMIT ?", [CHUNK]).fetchall()
+            rows = db.execute("SELECT id, ts FROM events ORDER BY ts LIMIT ?", [SPACE_CHUNK]).fetchall()
             if not rows:
                 break
             db.conn.executemany("DELETE FROM events WHERE id = ?", [(row[0],) for row in rows])
@@ -254,7 +255,8 @@ def _drop_unsent(store: Store, target: int) -> dict[str, int]:
 def _give_back_pages(store: Store) -> None:
     with store.lock:
         if store.db.execute("PRAGMA auto_vacuum").fetchone()[0] == 2:  # INCREMENTAL (new files)
-            store.db.execute("PRAGMA incremental_vacuum").fetchall()
+            # executescript steps the pragma to the end (execute() frees one page per step).
+            store.db.conn.executescript("PRAGMA incremental_vacuum;")
 
 
 def _record(store: Store, report: PruneReport) -> None:

@@ -120,6 +120,7 @@ class Uplink:
         self._acked_seqs: list[int] = []
         self._next_seq = 0  # drain cursor; reset on every connect
         self._refused_since_rewind = 0
+        self._connack_refused = False
         self._last_rewind = time.monotonic()
         self._commands: queue.Queue[tuple[str, bytes]] = queue.Queue(COMMAND_QUEUE)
         self._error_results = _TokenBucket(rate=1.0, burst=20)
@@ -230,6 +231,8 @@ class Uplink:
     # published again from the outbox.
     def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:
         if reason_code.is_failure:
+            self.stats.connect_failures += 1
+            self._connack_refused = True
             self.stats.last_error = f"broker refused the connection: {reason_code}"
             log.warning("MQTT: %s", self.stats.last_error)
             self._device_log.append(("warning", "connection refused", {"reason": str(reason_code)}))
@@ -248,6 +251,11 @@ class Uplink:
         self._wake.set()
 
     def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
+        if not self.stats.connected and not self._stop.is_set() and not self._connack_refused:
+            # Closed before the broker answered (e.g. our TLS client certificate refused).
+            self.stats.connect_failures += 1
+            self.stats.last_error = f"connection closed before the broker accepted it: {reason_code}"
+        self._connack_refused = False
         if self.stats.connected:
             self.stats.disconnects += 1
             if not self._stop.is_set():
