@@ -180,7 +180,7 @@ class StorageConfig(Strict):
     synchronous: Literal["NORMAL", "FULL"] = "FULL"
     # Most bytes the database may use; beyond it the oldest data already sent goes
     # first, and unsent data only as the last resort (counted and reported).
-    disk_budget_mb: Annotated[float, Field(ge=8)] = 1024
+    disk_budget_mb: Annotated[float, Field(ge=1)] = 1024
     # Also prune as if over budget when the file system has less free space than this.
     min_free_disk_mb: Annotated[float, Field(ge=0)] = 200
     retention: RetentionConfig = Field(default_factory=RetentionConfig)

@@ -107,8 +107,8 @@ def prune_by_age(store: Store, config: StorageConfig, now: float) -> dict[str, i
         # Bookkeeping rows of closed minutes; the newest rolled one stays (it marks
         # where later events are accounted).
         n = _delete_all(store, "camera_minutes",
-                        "camera_id = ? AND rolled = 1 AND minute < ? AND minute < ? AND minute < "
-                        "(SELECT MAX(minute) FROM camera_minutes WHERE camera_id = ? AND rolled = 1)",
+                        "camera_id = ? AND rolled >= 1 AND minute < ? AND minute < ? AND minute < "
+                        "(SELECT MAX(minute) FROM camera_minutes WHERE camera_id = ? AND rolled >= 1)",
                         [camera_id, minute_of(cutoff(days.rollups_minute)), horizon, camera_id])
         removed["camera_minutes"] = removed.get("camera_minutes", 0) + n
     removed["sensor_readings"] = _delete_all(store, "sensor_readings", "ts < ?", [cutoff(days.sensor_readings)])

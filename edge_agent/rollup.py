@@ -191,8 +191,7 @@ def _close_windows(store: Store, identity: Identity, lines_by_camera: Mapping[st
                    granularity: str, timezone: str, now: float, stale_after: float) -> int:
     closed = 0
     with store.transaction() as db:
-        cameras = [row[0] for row in db.execute("SELECT DISTINCT camera_id FROM camera_minutes WHERE rolled = 1")]
-        for camera_id in cameras:
+        for camera_id in store.rolled_cameras():
             last_end = db.execute(
                 "SELECT MAX(end) FROM rollup_periods WHERE granularity = ? AND camera_id = ?", [granularity, camera_id]
             ).fetchone()[0] or ""

@@ -69,7 +69,7 @@ def _m0001_core(db: sqlite_utils.Database) -> None:
             camera_id TEXT NOT NULL,
             minute TEXT NOT NULL,
             frames INTEGER NOT NULL DEFAULT 0,
-            rolled INTEGER NOT NULL DEFAULT 0,
+            rolled INTEGER NOT NULL DEFAULT 0,  -- 0 open, 1 rolled up, 2 sealed (see close_through)
             PRIMARY KEY (camera_id, minute)
         )"""
     )
@@ -239,7 +239,7 @@ class Store:
         self._last_flush = time.monotonic()
         self._rolled_until: dict[str, str] = dict(
             self.db.execute(
-                "SELECT camera_id, MAX(minute) FROM camera_minutes WHERE rolled = 1 GROUP BY camera_id"
+                "SELECT camera_id, MAX(minute) FROM camera_minutes WHERE rolled >= 1 GROUP BY camera_id"
             ).fetchall()
         )
         self.watermarks: dict[str, float] = {}
@@ -376,12 +376,17 @@ class Store:
         (a closed hour/day of a camera that went silent): later events go after it."""
         if minute <= self._rolled_until.get(camera_id, ""):
             return
+        # rolled = 2: a seal, not a minute with data (no rollup of its own, never a window's content).
         db.execute(
-            "INSERT INTO camera_minutes (camera_id, minute, frames, rolled) VALUES (?, ?, 0, 1) "
-            "ON CONFLICT (camera_id, minute) DO UPDATE SET rolled = 1",
+            "INSERT INTO camera_minutes (camera_id, minute, frames, rolled) VALUES (?, ?, 0, 2) "
+            "ON CONFLICT (camera_id, minute) DO NOTHING",
             [camera_id, minute],
         )
         self._rolled_until[camera_id] = minute
+
+    def rolled_cameras(self) -> list[str]:
+        """Cameras with at least one closed minute."""
+        return sorted(self._rolled_until)
 
     def rolled_until(self, camera_id: str) -> str | None:
         return self._rolled_until.get(camera_id)

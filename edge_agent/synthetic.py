@@ -50,17 +50,19 @@ class SyntheticCrossings(threading.Thread):
             advance = self.tick * self.speed
             owed += self.rate * self.tick
             count, owed = int(owed), owed - int(owed)
-            entries = []
-            per_camera: dict[str, list[Crossing]] = {camera: [] for camera in self.cameras}
+            start, end = self.sim_now, self.sim_now + advance
+            crossings: dict[str, list[tuple[float, list[Crossing]]]] = {camera: [] for camera in self.cameras}
             for _ in range(count):
                 camera = self.rng.choice(self.cameras)
                 self._next_track += 1
-                ts = self.sim_now + self.rng.random() * advance
-                per_camera[camera].append(Crossing(self.rng.choice(self.lines), self._next_track,
-                                                   self.rng.choice(("in", "out")), ts))
-            self.sim_now += advance
-            for camera, crossings in per_camera.items():
-                entries.append((camera, self.sim_now, sorted(crossings, key=lambda c: c.ts)))
+                ts = start + self.rng.random() * advance
+                crossings[camera].append((ts, [Crossing(self.rng.choice(self.lines), self._next_track,
+                                                        self.rng.choice(("in", "out")), ts)]))
+            # Like a camera at work: a processed frame at every minute that begins, and at the end.
+            frames = [(float(m), []) for m in range(int(start // 60 + 1) * 60, int(end), 60)] + [(end, [])]
+            entries = [(camera, ts, found) for camera in self.cameras
+                       for ts, found in sorted(crossings[camera] + frames, key=lambda item: item[0])]
+            self.sim_now = end
             self.events += self.store.record_many(entries)
 
 
@@ -74,13 +76,13 @@ def resume_point(store: Store, start: float) -> float:
 
 
 def simulate(config, cameras: int, rate: float, speed: float, start: float | None, duration: float | None,
-             drain_timeout: float, seed: int | None = None) -> dict:
+             drain_timeout: float, seed: int | None = None, config_path=None) -> dict:
     """Run the real agent (no video) with synthetic crossings; on stop, close every
     window and wait for the outbox to drain. Returns a summary."""
     from .runtime import Agent
 
     agent = Agent(config.model_copy(update={"cameras": [], "dashboard": config.dashboard.model_copy(
-        update={"enabled": False})}))
+        update={"enabled": False})}), config_path=config_path)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: (stop.set(), agent.stop()))
     signal.signal(signal.SIGINT, lambda *_: (stop.set(), agent.stop()))
@@ -93,8 +95,14 @@ def simulate(config, cameras: int, rate: float, speed: float, start: float | Non
     finally:
         source.stop()
         source.join(5)
-        # Close every minute, hour and day the generator touched, then drain.
+        if agent.scheduler.running:
+            agent.scheduler.pause()  # no new health/pruning: the summary's last_seq is final
+        # Close every minute, hour and day the generator touched, report health once more, drain.
         agent.rollup_now(now=source.sim_now + 3 * 86400)
+        if agent.uplink is not None:
+            from .feed import queue_health
+
+            queue_health(agent)
         deadline = time.monotonic() + drain_timeout
         while agent.uplink is not None and agent.store.pending_count() and time.monotonic() < deadline:
             time.sleep(0.05)
@@ -133,7 +141,8 @@ def _command():
         """Run the real agent (storage, rollups, uplink) on synthetic crossings: no cameras, no model."""
         from .config import load_config
 
-        simulate(load_config(config_path), cameras, rate, speed, _parse_start(start), duration, drain_timeout, seed)
+        simulate(load_config(config_path), cameras, rate, speed, _parse_start(start), duration, drain_timeout, seed,
+                 config_path=config_path)
 
     return simulate_command
 

@@ -148,7 +148,7 @@ class Tail:
             self.client.tls_set(ca_certs=ca_file, certfile=cert_file, keyfile=key_file,
                                 cert_reqs=ssl.CERT_NONE if insecure else ssl.CERT_REQUIRED)
             self.client.tls_insecure_set(insecure)
-        self.client.reconnect_delay_set(1, 10)
+        self.client.reconnect_delay_set(0.5, 5)
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = lambda *a: self.connected.clear()
         self.client.on_message = self._on_message
