@@ -16,6 +16,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
+from functools import lru_cache
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -33,7 +34,12 @@ def iso_utc(ts: float) -> str:
 
 
 def minute_of(ts: float) -> str:
-    return datetime.fromtimestamp(ts, UTC).strftime(MINUTE_FORMAT)
+    return _minute_string(int(ts // 60))
+
+
+@lru_cache(maxsize=4096)
+def _minute_string(minute: int) -> str:
+    return datetime.fromtimestamp(minute * 60, UTC).strftime(MINUTE_FORMAT)
 
 
 def minute_start(minute: str) -> float:
@@ -315,20 +321,18 @@ class Store:
         of them commit together (one fsync): nothing is committed, and nothing
         may be acknowledged, until this returns. Returns the events written.
         """
-        written = 0
+        rows: list[tuple] = []
         with self.lock:
             with self.transaction() as db:
                 for camera_id, ts, crossings in entries:
-                    crossings = list(crossings)
                     key = (camera_id, self.bucket_for(camera_id, ts))
                     self._frames[key] = self._frames.get(key, 0) + frames
-                    if crossings:
-                        self._write_events(db, camera_id, crossings)
-                        written += len(crossings)
+                    rows.extend(self._event_rows(camera_id, crossings))
                     if ts > self.watermarks.get(camera_id, 0.0):
                         self.watermarks[camera_id] = ts
+                self._insert_events(db, rows)
                 self._flush_frames(db)
-        return written
+        return len(rows)
 
     def flush(self) -> None:
         with self.lock:
@@ -337,6 +341,9 @@ class Store:
                     self._flush_frames(db)
 
     def _write_events(self, db: sqlite_utils.Database, camera_id: str, crossings: list[Crossing]) -> None:
+        self._insert_events(db, self._event_rows(camera_id, crossings))
+
+    def _event_rows(self, camera_id: str, crossings: Iterable[Crossing]) -> list[tuple]:
         rows = []
         for crossing in crossings:
             bucket = self.bucket_for(camera_id, crossing.ts)
@@ -345,6 +352,9 @@ class Store:
             rows.append((iso_utc(crossing.ts), bucket, camera_id, crossing.line_id, crossing.direction,
                          crossing.track_id, getattr(crossing, "kind", "visitor")))
             self._frames.setdefault((camera_id, bucket), 0)
+        return rows
+
+    def _insert_events(self, db: sqlite_utils.Database, rows: list[tuple]) -> None:
         if rows:
             db.conn.executemany(
                 "INSERT INTO events (ts, bucket, camera_id, line_id, direction, track_id, kind) VALUES (?,?,?,?,?,?,?)",

@@ -8,8 +8,6 @@ import csv
 import io
 import json
 import sqlite3
-import subprocess
-import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -271,8 +269,15 @@ def test_export_csv_and_jsonl(tmp_path):
     _fill_day(store)
     store.log("connected", source="uplink", broker="x")
     store.close()
-    run = lambda *a: subprocess.run([sys.executable, "-m", "edge_agent", "export", "--db", str(tmp_path / "a.db"), *a],
-                                    capture_output=True, text=True, cwd=REPO)
+    from click.testing import CliRunner
+
+    from edge_agent.cli import main
+
+    def run(*args):
+        result = CliRunner().invoke(main, ["export", "--db", str(tmp_path / "a.db"), *args])
+        result.returncode = result.exit_code
+        return result
+
     result = run("--from", "2026-11-25T10:00Z", "--to", "2026-11-25T10:30Z", "--format", "csv")
     assert result.returncode == 0, result.stderr
     table = list(csv.DictReader(io.StringIO(result.stdout)))

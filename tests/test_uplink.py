@@ -390,32 +390,43 @@ def test_tls_settings_are_validated_with_the_fix(tmp_path):
     assert "key_file needs cert_file" in str(error.value)
 
 
-def test_hq_tail_cli_deduplicates_into_jsonl(tmp_path, broker, subscribe):
+def test_hq_tail_cli_deduplicates_into_jsonl(tmp_path, broker):
     import paho.mqtt.client as mqtt
     from paho.mqtt.enums import CallbackAPIVersion
 
     out = tmp_path / "feed.jsonl"
     cmd = [sys.executable, "-m", "edge_agent", "hq", "tail", "--port", str(broker.port), "--store", "o1/s1",
-           "--jsonl", str(out), "--count", "3", "--duration", "30", "--quiet"]
-    proc = subprocess.Popen(cmd, cwd=REPO, stderr=subprocess.PIPE, text=True)
+           "--jsonl", str(out), "--client-id", "hq-test", "--quiet"]
+
+    def start(*extra):
+        proc = subprocess.Popen(cmd + list(extra), cwd=REPO, stderr=subprocess.PIPE, text=True)
+        seen = []
+        while not any("subscribed to smartstore/v1/o1/s1/+/#" in line for line in seen):
+            seen.append(proc.stderr.readline())
+            assert seen[-1], seen  # the tail exited before subscribing
+        return proc, "".join(seen)
+
     publisher = mqtt.Client(CallbackAPIVersion.VERSION2)
     publisher.connect("127.0.0.1", broker.port)
     publisher.loop_start()
-    time.sleep(1.5)  # tail subscribed
+    proc, _ = start("--count", "3", "--duration", "60")
     for i, message_id in enumerate(["a", "b", "a", "a", "b", "c"]):
         publisher.publish(f"{BASE}/rollup/minute", json.dumps({"id": message_id, "n": i}), qos=1).wait_for_publish(5)
-    publisher.publish(f"{BASE}/health", b"not json", qos=1).wait_for_publish(5)
-    publisher.publish("smartstore/v1/o1/s2/d1/health", json.dumps({"id": "other-store"}), qos=1).wait_for_publish(5)
-    _, stderr = proc.communicate(timeout=30)
+    _, stderr = proc.communicate(timeout=60)
     assert proc.returncode == 0, stderr
     lines = [json.loads(line) for line in out.read_text().splitlines()]
     assert [line["payload"]["id"] for line in lines] == ["a", "b", "c"]
     assert [line["payload"]["n"] for line in lines] == [0, 1, 5]  # the first copy is kept
     assert "new 3" in stderr and "duplicates 3" in stderr
-    # A restarted tail keeps de-duplicating against what the file holds.
-    proc = subprocess.Popen(cmd[:-5] + ["--duration", "4", "--quiet"], cwd=REPO, stderr=subprocess.PIPE, text=True)
-    time.sleep(2)
+    # While it is away, its persistent session collects the feed; a restarted tail gets it and
+    # keeps de-duplicating against what the file holds. Foreign and broken messages are skipped.
     publisher.publish(f"{BASE}/rollup/minute", json.dumps({"id": "b", "n": 9}), qos=1).wait_for_publish(5)
-    _, stderr = proc.communicate(timeout=30)
-    assert "duplicates 1" in stderr and len(out.read_text().splitlines()) == 3
+    publisher.publish(f"{BASE}/health", b"not json", qos=1).wait_for_publish(5)
+    publisher.publish("smartstore/v1/o1/s2/d1/health", json.dumps({"id": "other-store"}), qos=1).wait_for_publish(5)
+    publisher.publish(f"{BASE}/rollup/minute", json.dumps({"id": "d", "n": 10}), qos=1).wait_for_publish(5)
+    proc, early = start("--count", "1", "--duration", "60")
+    _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 0, stderr
+    assert "new 1, duplicates 1, invalid 1" in stderr and "without an id" in early + stderr
+    assert [json.loads(line)["payload"]["id"] for line in out.read_text().splitlines()] == ["a", "b", "c", "d"]
     publisher.loop_stop()

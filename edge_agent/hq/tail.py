@@ -152,6 +152,10 @@ class Tail:
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = lambda *a: self.connected.clear()
         self.client.on_message = self._on_message
+        self.client.on_subscribe = self._on_subscribe
+
+    def _on_subscribe(self, client, userdata, mid, reason_codes, properties) -> None:
+        print(f"hq tail: subscribed to {', '.join(self.topics)}", file=sys.stderr, flush=True)
 
     def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:
         if reason_code.is_failure:
