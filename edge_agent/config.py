@@ -197,13 +197,6 @@ class TLSConfig(Strict):
     key_file: Path | None = None
     insecure_skip_verify: bool = False
 
-    @field_validator("ca_file", "cert_file", "key_file")
-    @classmethod
-    def _exists(cls, path: Path | None) -> Path | None:
-        if path is not None and not Path(path).expanduser().is_file():
-            raise ValueError(f"file {path} does not exist; give the path of a PEM file on this box")
-        return path
-
     @model_validator(mode="after")
     def _pairs(self) -> TLSConfig:
         if self.key_file and not self.cert_file:
@@ -233,18 +226,23 @@ class MqttConfig(Strict):
     health_interval_seconds: Annotated[float, Field(ge=0, le=86400)] = 60  # 0: no health messages
     live_events: bool = False  # also publish every crossing on <base>/event
 
-    @field_validator("password_file")
-    @classmethod
-    def _readable(cls, path: Path | None) -> Path | None:
-        if path is not None and not Path(path).expanduser().is_file():
-            raise ValueError(f"file {path} does not exist; write the broker password in it (one line)")
-        return path
-
     @model_validator(mode="after")
     def _reconnect_range(self) -> MqttConfig:
         if self.reconnect_max_seconds < self.reconnect_min_seconds:
             raise ValueError("reconnect_max_seconds must be at least reconnect_min_seconds")
         return self
+
+    def missing_files(self) -> list[str]:
+        """Files this section names that are not on this box (checked when the uplink
+        starts, not when the config is read: a controller validates configs for boxes)."""
+        problems = []
+        files = [("password_file", self.password_file, "a file holding the broker password (one line)")]
+        if self.tls.enabled:
+            files += [(f"tls.{key}", getattr(self.tls, key), "a PEM file") for key in ("ca_file", "cert_file", "key_file")]
+        for key, path, what in files:
+            if path is not None and not Path(path).expanduser().is_file():
+                problems.append(f"mqtt.{key}: file {path} does not exist; put {what} there or fix the path")
+        return problems
 
     def secret(self) -> str | None:
         if self.password_file is not None:

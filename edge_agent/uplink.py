@@ -38,6 +38,7 @@ log = logging.getLogger(__name__)
 STATUS_SCHEMA = "smartstore.status/1"
 EARLY_ACK_TTL = 1.0  # seconds an ack may wait for publish() to return its mid
 REFUSED_RETRY_SECONDS = 60.0  # refused messages (e.g. ACL) are tried again this often
+FILE_RECHECK_SECONDS = 30.0  # a missing certificate / password file is looked for again this often
 COMMAND_QUEUE = 1000
 
 
@@ -133,7 +134,9 @@ class Uplink:
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._drain_loop, name="uplink", daemon=True)
-        self.client = self._make_client()
+        self._files_checked = 0.0
+        self.client: mqtt.Client | None = None if config.missing_files() else self._make_client()
+        self._started_network = False
 
     # -- client setup -----------------------------------------------------------
     @property
@@ -199,6 +202,20 @@ class Uplink:
 
     # -- lifecycle ------------------------------------------------------------------
     def start(self) -> None:
+        self._start_network()
+        self._thread.start()
+
+    def _start_network(self) -> None:
+        """Connect (in paho's thread) once the files the config names exist; until then
+        the agent keeps counting and health says which file is missing."""
+        self._files_checked = time.monotonic()
+        problems = self.config.missing_files()
+        if problems:
+            self.stats.last_error = "; ".join(problems)
+            log.error("MQTT uplink waiting: %s", self.stats.last_error)
+            return
+        if self.client is None:
+            self.client = self._make_client()
         properties = None
         kwargs = {}
         if self._v5:
@@ -207,7 +224,7 @@ class Uplink:
             kwargs = {"clean_start": True, "properties": properties}
         self.client.connect_async(self.config.host, self.config.port, keepalive=self.config.keepalive, **kwargs)
         self.client.loop_start()
-        self._thread.start()
+        self._started_network = True
 
     def stop(self, timeout: float = 5.0) -> None:
         """Publish ``offline`` (a clean stop sends no last will) and disconnect."""
@@ -215,14 +232,15 @@ class Uplink:
         self._wake.set()
         if self._thread.is_alive():
             self._thread.join(timeout)
-        if self.stats.connected:
+        if self.client is not None and self.stats.connected:
             info = self.client.publish(self.identity.topic("status"), self._status_payload("offline", "stopped"),
                                        qos=1, retain=True)
             info.wait_for_publish(timeout)
         self._commit_acks()
         self._write_device_log()
-        self.client.disconnect()
-        self.client.loop_stop()
+        if self.client is not None:
+            self.client.disconnect()
+            self.client.loop_stop()
 
     # -- paho callbacks (network thread: no blocking, no paho calls under our lock) ----
     # paho keeps unacknowledged QoS 1 messages and re-sends them itself after a
@@ -330,6 +348,8 @@ class Uplink:
             self._wake.wait(0.5)
             self._wake.clear()
             try:
+                if not self._started_network and time.monotonic() - self._files_checked > FILE_RECHECK_SECONDS:
+                    self._start_network()
                 self._commit_acks()
                 self._write_device_log()
                 self._run_commands()

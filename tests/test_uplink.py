@@ -378,16 +378,38 @@ def test_tls_client_certificate_and_server_verification(tmp_path, pki):
     store.close()
 
 
-def test_tls_settings_are_validated_with_the_fix(tmp_path):
+def test_missing_tls_files_are_reported_and_picked_up_later(tmp_path, pki, monkeypatch):
+    """A config naming files not (yet) on the box loads (a controller validates configs for
+    boxes); the uplink says which file is missing, the agent keeps counting, and it connects
+    once the file appears."""
+    from edge_agent import uplink as uplink_module
     from edge_agent.config import ConfigError, load_config
 
-    with pytest.raises(ConfigError) as error:
-        load_config(mqtt={"tls": {"enabled": True, "ca_file": str(tmp_path / "missing.pem")}})
-    assert "mqtt.tls.ca_file" in str(error.value) and "does not exist" in str(error.value)
+    monkeypatch.setattr(uplink_module, "FILE_RECHECK_SECONDS", 0.2)
+    ca = tmp_path / "later" / "ca.pem"
+    config = load_config(mqtt={"tls": {"enabled": True, "ca_file": str(ca)}})
+    broker = tls_broker(tmp_path, pki, client_certs=False)
+    store = Store(tmp_path / "a.db")
+    fill(store, minutes=2, cameras=("door",))
+    settings = {**config.mqtt.model_dump(), "port": broker.port, "username": "device-d1", "password": "s3cret-d1",
+                "org": "o1", "store_id": "s1", "device_id": "d1"}
+    uplink = Uplink(MqttConfig(**settings), store, IDENTITY)
+    uplink.start()
+    try:
+        time.sleep(0.5)
+        error = uplink.health()["last_error"]
+        assert "mqtt.tls.ca_file" in error and "does not exist" in error and not uplink.stats.connected
+        ca.parent.mkdir()
+        ca.write_bytes((pki / "ca.crt").read_bytes())
+        assert wait_until(lambda: store.pending_count() == 0)
+    finally:
+        uplink.stop()
+        broker.stop()
+        store.close()
     (tmp_path / "key.pem").write_text("x")
-    with pytest.raises(ConfigError) as error:
+    with pytest.raises(ConfigError) as problem:
         load_config(mqtt={"tls": {"enabled": True, "key_file": str(tmp_path / "key.pem")}})
-    assert "key_file needs cert_file" in str(error.value)
+    assert "key_file needs cert_file" in str(problem.value)
 
 
 def test_hq_tail_cli_deduplicates_into_jsonl(tmp_path, broker):
