@@ -195,16 +195,15 @@ def _close_windows(store: Store, identity: Identity, lines_by_camera: Mapping[st
             last_end = db.execute(
                 "SELECT MAX(end) FROM rollup_periods WHERE granularity = ? AND camera_id = ?", [granularity, camera_id]
             ).fetchone()[0] or ""
-            minutes = [row[0] for row in db.execute(
-                "SELECT minute FROM camera_minutes WHERE camera_id = ? AND minute >= ? AND rolled = 1 ORDER BY minute",
-                [camera_id, last_end],
-            )]
-            windows: list[tuple[str, str]] = []
-            for minute in minutes:
-                if windows and minute < windows[-1][1]:
-                    continue
-                windows.append(period_bounds(minute, granularity, timezone))
-            for start, end in windows:
+            cursor = last_end
+            while True:  # windows close in order; each step reads one row
+                first = db.execute(
+                    "SELECT minute FROM camera_minutes WHERE camera_id = ? AND minute >= ? AND rolled = 1 "
+                    "ORDER BY minute LIMIT 1", [camera_id, cursor]).fetchone()
+                if first is None:
+                    break
+                start, end = period_bounds(first[0], granularity, timezone)
+                start = max(start, cursor)  # never overlap the previous window (e.g. after a time zone change)
                 last_minute = previous_minute(end)
                 rolled_until = store.rolled_until(camera_id) or ""
                 if rolled_until < last_minute:
@@ -213,10 +212,11 @@ def _close_windows(store: Store, identity: Identity, lines_by_camera: Mapping[st
                         "SELECT COUNT(*) FROM camera_minutes WHERE camera_id = ? AND minute >= ? AND minute < ? "
                         "AND rolled = 0", [camera_id, start, end]).fetchone()[0]
                     if not silent or still_open:
-                        break  # windows close in order
+                        break
                     store.close_through(db, camera_id, last_minute)
                 _write_window(store, db, identity, lines_by_camera, granularity, camera_id, start, end, timezone)
                 closed += 1
+                cursor = end
     return closed
 
 

@@ -26,6 +26,7 @@ import pytest
 import yaml
 from paho.mqtt.enums import CallbackAPIVersion
 
+from edge_agent.hq.tail import gaps
 from edge_agent.mosquitto import Mosquitto, free_port
 
 REPO = Path(__file__).resolve().parent.parent
@@ -138,6 +139,7 @@ def compare(agent_db: Path, hq_db: Path, check_events: bool = True) -> dict:
                             got[(body["camera"], line, direction)] += counts[direction]
             assert got == events, f"{granularity} rollups at HQ do not add up to SQLite's events"
         totals["events"] = sum(events.values())
+        assert gaps(hq_db) == {}, "HQ sees holes in the device's seq"
     totals["messages"] = len(outbox)
     totals["duplicates_at_hq"] = dict(query(hq_db, "SELECT name, value FROM counters")).get("duplicates", 0)
     return totals
