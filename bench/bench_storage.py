@@ -40,7 +40,7 @@ from edge_agent.storage import Store  # noqa: E402
 from edge_agent.uplink import Uplink  # noqa: E402
 
 IDENTITY = Identity("bench-org", "bench-store", "box1")
-T0 = 1_790_000_000.0  # a fixed past moment (2026-09-21), whole minute
+T0 = 1_789_999_200.0  # a fixed past moment, on the hour (2026-09-21T14:00Z)
 
 
 def crossing(i: int, ts: float) -> Crossing:

@@ -20,6 +20,7 @@ from .config import AgentConfig
 from .detect import Detector, load_detector
 from .pipeline import CameraAnalytics, FrameResult
 from .feed import live_event_listener, queue_health
+from .reload import reload_config
 from .retention import prune, storage_status
 from .rollup import Identity, close_minutes, close_periods
 from .storage import Store
@@ -93,8 +94,6 @@ class Agent:
             reader.start()
         if self.config.mqtt.enabled:
             self.uplink = Uplink(self.config.mqtt, self.store, self.identity)
-            from .reload import reload_config
-
             self.uplink.handlers["reload-config"] = lambda command: reload_config(self)
             self.uplink.start()
             if self.config.mqtt.health_interval_seconds:
