@@ -50,10 +50,11 @@ def main(verbose: bool) -> None:
     _setup_logging(verbose)
 
 
-def _run_agent(config: AgentConfig, duration: float | None, announce: str | None = None) -> None:
+def _run_agent(config: AgentConfig, duration: float | None, announce: str | None = None,
+               config_path: Path | None = None) -> None:
     from .runtime import Agent
 
-    agent = Agent(config)
+    agent = Agent(config, config_path=config_path)
     signal.signal(signal.SIGTERM, lambda *_: agent.stop())
     signal.signal(signal.SIGINT, lambda *_: agent.stop())
     agent.start()
@@ -74,7 +75,7 @@ def _run_agent(config: AgentConfig, duration: float | None, announce: str | None
 @click.option("--duration", type=float, default=None, help="Stop after this many seconds (default: run until stopped).")
 def run(config_path: Path, duration: float | None) -> None:
     """Run the agent with a configuration file."""
-    _run_agent(load_config(config_path), duration)
+    _run_agent(load_config(config_path), duration, config_path=config_path)
 
 
 def demo_config(assets_dir: Path | None = None, **overrides) -> AgentConfig:
@@ -231,9 +232,13 @@ def models_export(model: str, fmt: str, imgsz: int, assets_dir: Path | None) -> 
 
 
 # Command groups that live in their own modules.
+from .export import export_command  # noqa: E402
 from .hq.cli import hq  # noqa: E402
+from .synthetic import simulate_command  # noqa: E402
 
 main.add_command(hq)
+main.add_command(export_command)
+main.add_command(simulate_command)
 from .sensors.cli import sensors  # noqa: E402
 
 main.add_command(sensors)

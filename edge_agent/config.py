@@ -151,17 +151,59 @@ class TrackerConfig(Strict):
     min_frames: Annotated[int, Field(ge=1, le=30)] = 2
 
 
+Days = Annotated[float, Field(gt=0)]
+
+
+class RetentionConfig(Strict):
+    """Days each table keeps its rows (``null``: forever). Only data that has
+    reached its rollups / HQ is ever removed by age; see docs/storage.md."""
+
+    events: Days = 7
+    zone_visits: Days = 7
+    sensor_readings: Days = 7
+    rollups_minute: Days = 30  # with the camera_minutes bookkeeping rows
+    rollups_hour: Days | None = None
+    rollups_day: Days | None = None
+    outbox_sent: Days = 30  # sent messages (HQ's "re-send" reaches back this far)
+    device_log: Days = 30
+
+    @field_validator("events", "zone_visits")
+    @classmethod
+    def _keep_a_day(cls, days: float) -> float:
+        if days < 2:
+            raise ValueError("keep raw rows at least 2 days: day rollups are built from them")
+        return days
+
+
 class StorageConfig(Strict):
     path: Path = Field(default_factory=lambda: _default_data_dir() / "agent.db")
+    # FULL: fsync on every commit (survives power cuts); NORMAL: may lose the last
+    # commits on a power cut. See docs/storage.md.
     synchronous: Literal["NORMAL", "FULL"] = "FULL"
+    # Most bytes the database may use; beyond it the oldest data already sent goes
+    # first, and unsent data only as the last resort (counted and reported).
+    disk_budget_mb: Annotated[float, Field(ge=1)] = 1024
+    # Also prune as if over budget when the file system has less free space than this.
+    min_free_disk_mb: Annotated[float, Field(ge=0)] = 200
+    retention: RetentionConfig = Field(default_factory=RetentionConfig)
+    prune_interval_seconds: Annotated[float, Field(gt=0, le=86400)] = 300
 
 
 class TLSConfig(Strict):
+    """Server verification against ``ca_file`` (or the system CAs); a client
+    certificate (``cert_file`` + ``key_file``) when the broker asks for one."""
+
     enabled: bool = False
     ca_file: Path | None = None
     cert_file: Path | None = None
     key_file: Path | None = None
     insecure_skip_verify: bool = False
+
+    @model_validator(mode="after")
+    def _pairs(self) -> TLSConfig:
+        if self.key_file and not self.cert_file:
+            raise ValueError("key_file needs cert_file (the client certificate it belongs to)")
+        return self
 
 
 class MqttConfig(Strict):
@@ -171,6 +213,7 @@ class MqttConfig(Strict):
     protocol: Literal["5", "3.1.1"] = "5"
     username: str | None = None
     password: str | None = None
+    password_file: Path | None = None  # read at start (keeps the secret out of the config file)
     tls: TLSConfig = Field(default_factory=TLSConfig)
     topic_prefix: str = "smartstore/v1"
     org: TopicSegment = "demo-org"
@@ -178,6 +221,35 @@ class MqttConfig(Strict):
     device_id: TopicSegment = "demo-device"
     keepalive: Annotated[int, Field(ge=5, le=3600)] = 30
     max_inflight: Annotated[int, Field(ge=1, le=1000)] = 50
+    # Reconnect waits grow from min to max (doubling), each drawn at random from
+    # [half, full] of the step so a fleet does not reconnect in lockstep.
+    reconnect_min_seconds: Annotated[float, Field(gt=0, le=60)] = 1.0
+    reconnect_max_seconds: Annotated[float, Field(gt=0, le=3600)] = 60.0
+    health_interval_seconds: Annotated[float, Field(ge=0, le=86400)] = 60  # 0: no health messages
+    live_events: bool = False  # also publish every crossing on <base>/event
+
+    @model_validator(mode="after")
+    def _reconnect_range(self) -> MqttConfig:
+        if self.reconnect_max_seconds < self.reconnect_min_seconds:
+            raise ValueError("reconnect_max_seconds must be at least reconnect_min_seconds")
+        return self
+
+    def missing_files(self) -> list[str]:
+        """Files this section names that are not on this box (checked when the uplink
+        starts, not when the config is read: a controller validates configs for boxes)."""
+        problems = []
+        files = [("password_file", self.password_file, "a file holding the broker password (one line)")]
+        if self.tls.enabled:
+            files += [(f"tls.{key}", getattr(self.tls, key), "a PEM file") for key in ("ca_file", "cert_file", "key_file")]
+        for key, path, what in files:
+            if path is not None and not Path(path).expanduser().is_file():
+                problems.append(f"mqtt.{key}: file {path} does not exist; put {what} there or fix the path")
+        return problems
+
+    def secret(self) -> str | None:
+        if self.password_file is not None:
+            return Path(self.password_file).expanduser().read_text(encoding="utf-8").strip()
+        return self.password
 
     @field_validator("topic_prefix")
     @classmethod
@@ -362,6 +434,14 @@ def _resolve_relative_paths(data: dict[str, Any], base: Path) -> dict[str, Any]:
     if isinstance(storage, dict) and isinstance(storage.get("path"), str):
         if not Path(storage["path"]).expanduser().is_absolute():
             storage["path"] = str((base / storage["path"]).resolve())
+    mqtt = data.get("mqtt")
+    if isinstance(mqtt, dict):
+        files = [(mqtt, "password_file")]
+        if isinstance(mqtt.get("tls"), dict):
+            files += [(mqtt["tls"], key) for key in ("ca_file", "cert_file", "key_file")]
+        for section, key in files:
+            if isinstance(section.get(key), str) and not Path(section[key]).expanduser().is_absolute():
+                section[key] = str((base / section[key]).resolve())
     detector = data.get("detector")
     if isinstance(detector, dict) and isinstance(detector.get("model"), str) and "/" in detector["model"]:
         detector["model"] = resolve(detector["model"])

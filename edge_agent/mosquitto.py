@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import socket
 import subprocess
@@ -52,6 +53,9 @@ class Mosquitto:
             f"listener {self.port} 127.0.0.1\n"
             f"allow_anonymous {'true' if self.allow_anonymous else 'false'}\n"
             f"{persistence}"
+            # As root, mosquitto would switch to user "mosquitto", who cannot read our
+            # private files (password file, certificates, log in a 0700 temp dir).
+            f"{'user root' + chr(10) if os.geteuid() == 0 else ''}"
             f"log_dest file {self.workdir / 'mosquitto.log'}\n"
             "log_type error\nlog_type warning\nlog_type notice\n"
             f"{self.extra}\n"

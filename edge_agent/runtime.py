@@ -19,7 +19,10 @@ from .capture import CameraReader, Frame
 from .config import AgentConfig
 from .detect import Detector, load_detector
 from .pipeline import CameraAnalytics, FrameResult
-from .rollup import Identity, close_minutes
+from .feed import live_event_listener, queue_health
+from .reload import reload_config
+from .retention import prune, storage_status
+from .rollup import Identity, close_minutes, close_periods
 from .storage import Store
 from .uplink import Uplink
 
@@ -46,8 +49,9 @@ def identity_from(config: AgentConfig) -> Identity:
 
 class Agent:
     def __init__(self, config: AgentConfig, *, realtime: bool = True, max_frames: int | None = None,
-                 detector: Detector | None = None) -> None:
+                 detector: Detector | None = None, config_path: Path | None = None) -> None:
         self.config = config
+        self.config_path = config_path  # re-read by HQ's reload-config command
         self.realtime = realtime
         self.max_frames = max_frames
         self.identity = identity_from(config)
@@ -65,6 +69,8 @@ class Agent:
         # detection thread: keep them quick (snapshots, live feeds, fusion).
         self.frame_observers: list[Callable[[Frame, FrameResult], None]] = []
         self._stop = threading.Event()
+        self._live_events = live_event_listener(self.store, self.identity)
+        self.last_prune = None
 
     @property
     def detector(self) -> Detector:
@@ -92,7 +98,11 @@ class Agent:
             reader.start()
         if self.config.mqtt.enabled:
             self.uplink = Uplink(self.config.mqtt, self.store, self.identity)
+            self.uplink.handlers["reload-config"] = lambda command: reload_config(self)
             self.uplink.start()
+            if self.config.mqtt.health_interval_seconds:
+                self.schedule("health", lambda: queue_health(self), self.config.mqtt.health_interval_seconds)
+        self.apply_live_events()
         if self.config.sensors is not None and self.config.sensors.enabled:
             from .sensors.ingest import SensorIngestion
 
@@ -100,6 +110,7 @@ class Agent:
             self.sensors.start()
             self.schedule("sensor-checks", self.sensors.check, 30.0)
         self.schedule("rollup", self.rollup_now, self.config.rollup.interval_seconds)
+        self.schedule("storage", self.prune_now, self.config.storage.prune_interval_seconds)
         self.scheduler.start()
         if self.config.dashboard.enabled:
             from .dashboard import DashboardServer
@@ -123,8 +134,25 @@ class Agent:
         self.scheduler.add_job(job, "interval", seconds=seconds, id=name, max_instances=1, coalesce=True)
 
     def rollup_now(self, now: float | None = None) -> int:
-        return close_minutes(self.store, self.identity, self.lines_by_camera(), now=now,
-                             stale_after=self.config.rollup.stale_after_seconds)
+        lines = self.lines_by_camera()
+        stale = self.config.rollup.stale_after_seconds
+        closed = close_minutes(self.store, self.identity, lines, now=now, stale_after=stale)
+        close_periods(self.store, self.identity, lines, self.config.timezone, now=now, stale_after=stale)
+        return closed
+
+    def prune_now(self, now: float | None = None):
+        """Retention and the disk budget (see retention.py)."""
+        self.last_prune = prune(self.store, self.config.storage, now=now)
+        return self.last_prune
+
+    def apply_live_events(self) -> None:
+        """The live ``event`` feed follows ``mqtt.live_events`` (also after reload-config)."""
+        wanted = self.config.mqtt.enabled and self.config.mqtt.live_events
+        listening = self._live_events in self.store.event_listeners
+        if wanted and not listening:
+            self.store.event_listeners.append(self._live_events)
+        elif listening and not wanted:
+            self.store.event_listeners.remove(self._live_events)
 
     def stop(self) -> None:
         self._stop.set()
@@ -170,7 +198,7 @@ class Agent:
                 worked = True
                 break
             if not worked:
-                self._stop.wait(0.002 if order else 0.5)
+                self._stop.wait(0.002 if order else 0.2)  # no cameras (sensor-only box): nothing to poll
 
     def _process(self, camera_id: str, frame) -> None:
         runtime = self.cameras[camera_id]
@@ -218,5 +246,7 @@ class Agent:
                                                                  "pending": self.store.pending_count()},
             "jobs": self.jobs,
             "late_events": self.store.late_events,
+            "storage": {**storage_status(self.store, self.config.storage),
+                        "over_budget": bool(self.last_prune and self.last_prune.over_budget)},
             "sensors": self.sensors.health() if self.sensors is not None else None,
         }

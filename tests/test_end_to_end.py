@@ -112,7 +112,9 @@ def test_broker_down_at_start_backlog_arrives_once(tmp_path, clip, assets_dir, s
     agent = run_agent(config, frames=120)
     try:
         agent.rollup_now(now=time.time() + 3600)
-        backlog = agent.store.pending_count()
+        with sqlite3.connect(config.storage.path) as conn:
+            backlog = conn.execute("SELECT COUNT(*) FROM outbox WHERE sent_at IS NULL "
+                                   "AND topic LIKE '%/rollup/minute'").fetchone()[0]
         assert backlog >= 1 and not agent.uplink.stats.connected
         events = sqlite_totals(config.storage.path)
 

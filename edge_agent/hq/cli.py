@@ -6,3 +6,8 @@ import click
 @click.group("hq")
 def hq() -> None:
     """Headquarters side of the MQTT feed (reference consumers)."""
+
+
+from .tail import tail_command  # noqa: E402
+
+hq.add_command(tail_command)
