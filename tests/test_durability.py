@@ -173,7 +173,7 @@ def test_retention_by_age_removes_only_what_moved_on(tmp_path):
     close_periods(store, IDENTITY, {}, "UTC", now=T0 + 86400)
     store.record("cam2", T0 + 60, [Crossing("door", 1, "in", T0 + 60)])  # never rolled (camera has no closed day)
     old_sent = _outbox_fill(store, 10, sent=True)
-    old_unsent = _outbox_fill(store, 5, sent=False, start_ts=T0 + 1)
+    _outbox_fill(store, 5, sent=False, start_ts=T0 + 1)
     with store.transaction() as db:
         db.execute("UPDATE outbox SET created_at = ? WHERE sent_at IS NULL", [iso_utc(T0)])
         db.execute("INSERT INTO sensor_readings (node_id, ts, kind, value) VALUES ('beam1', ?, 'beam_in', 1)", [T0])

@@ -11,7 +11,6 @@ the stored events.
 from __future__ import annotations
 
 import json
-import os
 import random
 import signal
 import sqlite3
@@ -172,7 +171,7 @@ def test_broker_restarted_many_times_during_a_steady_stream(tmp_path, protocol):
         assert summary["pending"] == 0
         wait_for_hq(tmp_path / "agent.db", tmp_path / "hq.db")
     finally:
-        stderr = stop_tail(tail)
+        stop_tail(tail)
         broker.stop()
     totals = compare(tmp_path / "agent.db", tmp_path / "hq.db")
     reconnects = query(tmp_path / "agent.db", "SELECT COUNT(*) FROM device_log WHERE event = 'connected'")[0][0]
@@ -205,7 +204,7 @@ def test_agent_sigkilled_many_times_then_restarted_on_the_same_database(tmp_path
         assert summary["pending"] == 0
         wait_for_hq(db, tmp_path / "hq.db")
     finally:
-        stderr = stop_tail(tail)
+        stop_tail(tail)
     totals = compare(db, tmp_path / "hq.db")
     assert len(kills) == 10 and sum(1 for p in kills if p) >= 5, kills
     report("fault-agent-sigkill", f"SIGKILLs {len(kills)} (unsent messages at each kill {kills}): {totals}; "
@@ -240,7 +239,7 @@ def test_long_outage_backlog_drains(tmp_path):
         at_hq = time.monotonic() - started
         agent.wait(timeout=30)
     finally:
-        stderr = stop_tail(tail)
+        stop_tail(tail)
         broker.stop()
     totals = compare(db, tmp_path / "hq.db")
     report("fault-long-outage", f"backlog {backlog} messages ({minutes} minute rollups, 8 cameras): drained from the "
@@ -266,7 +265,7 @@ def test_disk_budget_reached_during_an_outage(tmp_path):
         summary = agent.wait(timeout=90)
         wait_for_hq(db, tmp_path / "hq.db")
     finally:
-        stderr = stop_tail(tail)
+        stop_tail(tail)
         broker.stop()
     counters = dict(query(db, "SELECT key, value FROM meta WHERE key LIKE 'counter.%'"))
     dropped = int(counters["counter.dropped_unsent_messages"])

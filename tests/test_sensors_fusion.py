@@ -21,7 +21,7 @@ from edge_agent.runtime import Agent
 from edge_agent.sensors.fusion import agreement, attribute_pick_up, merged_seconds, sensors_section
 from edge_agent.sensors.ingest import SensorIngestion
 from edge_agent.sensors.simulate import DoorBeamNode, PirNode, ShelfScaleNode
-from edge_agent.storage import Store, iso_utc, minute_of
+from edge_agent.storage import Store, minute_of
 
 IDENTITY = Identity("org", "store1", "box1")
 CAMERAS = [{

@@ -4,10 +4,8 @@ duplicated messages, restarts, and a fuzzer throwing thousands of bad messages."
 from __future__ import annotations
 
 import json
-import os
 import random
 import sqlite3
-import threading
 import time
 
 import paho.mqtt.client as mqtt
@@ -344,7 +342,7 @@ def test_fuzzed_messages_are_counted_per_node_and_never_stored(harness):
 
 def test_a_flooding_node_is_rate_limited_without_starving_the_others(harness):
     h = harness(max_messages_per_second=50, burst=100)
-    ingestion = h.start()
+    h.start()
     pir = h.node(PirNode, "pir-1")
     shelf = h.node(ShelfScaleNode, "shelf-1")
     shelf.place(1000.0)
@@ -446,10 +444,9 @@ def test_documented_broker_acl_stops_a_node_speaking_for_another(tmp_path):
                         user, secret], check=True, capture_output=True)
     acl = work / "acl"
     acl.write_text("user edge-agent\ntopic read sensors/#\n\npattern readwrite sensors/%u/#\n")
-    # Started as root, mosquitto drops to the 'mosquitto' user, which cannot read pytest's tmp dirs.
-    as_root = "user root\n" if os.geteuid() == 0 else ""
+    # (Mosquitto() keeps a root-run broker as root, so it can read pytest's tmp dirs.)
     with Mosquitto(workdir=work, allow_anonymous=False,
-                   extra=f"{as_root}password_file {passwords}\nacl_file {acl}\n") as broker:
+                   extra=f"password_file {passwords}\nacl_file {acl}\n") as broker:
         config = load_config(storage={"path": str(tmp_path / "a.db")}, sensors={
             "broker": {"port": broker.port, "username": "edge-agent", "password": "agent-pw"}, "nodes": NODES})
         store = Store(tmp_path / "a.db")

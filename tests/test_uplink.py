@@ -9,7 +9,6 @@ import random
 import signal
 import subprocess
 import sys
-import threading
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -61,7 +60,7 @@ def fill(store: Store, minutes=30, cameras=("door", "aisle")) -> int:
 
 
 def tail(port, **kwargs) -> Tail:
-    hq = Tail("127.0.0.1", port, [f"smartstore/v1/+/+/+/#"], MemorySink(), validate=True, **kwargs).start()
+    hq = Tail("127.0.0.1", port, ["smartstore/v1/+/+/+/#"], MemorySink(), validate=True, **kwargs).start()
     assert hq.connected.wait(10)
     time.sleep(0.2)  # subscription acknowledged
     return hq

@@ -7,7 +7,6 @@ nothing comes from the internet.
 from __future__ import annotations
 
 import logging
-import os
 import socket
 import threading
 import time
