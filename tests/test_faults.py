@@ -11,6 +11,7 @@ the stored events.
 from __future__ import annotations
 
 import json
+import os
 import random
 import signal
 import sqlite3
@@ -171,7 +172,7 @@ def test_broker_restarted_many_times_during_a_steady_stream(tmp_path, protocol):
         assert summary["pending"] == 0
         wait_for_hq(tmp_path / "agent.db", tmp_path / "hq.db")
     finally:
-        stop_tail(tail)
+        stderr = stop_tail(tail)
         broker.stop()
     totals = compare(tmp_path / "agent.db", tmp_path / "hq.db")
     reconnects = query(tmp_path / "agent.db", "SELECT COUNT(*) FROM device_log WHERE event = 'connected'")[0][0]
@@ -204,7 +205,7 @@ def test_agent_sigkilled_many_times_then_restarted_on_the_same_database(tmp_path
         assert summary["pending"] == 0
         wait_for_hq(db, tmp_path / "hq.db")
     finally:
-        stop_tail(tail)
+        stderr = stop_tail(tail)
     totals = compare(db, tmp_path / "hq.db")
     assert len(kills) == 10 and sum(1 for p in kills if p) >= 5, kills
     report("fault-agent-sigkill", f"SIGKILLs {len(kills)} (unsent messages at each kill {kills}): {totals}; "
