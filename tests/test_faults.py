@@ -11,7 +11,6 @@ the stored events.
 from __future__ import annotations
 
 import json
-import os
 import random
 import signal
 import sqlite3
