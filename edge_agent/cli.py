@@ -50,10 +50,11 @@ def main(verbose: bool) -> None:
     _setup_logging(verbose)
 
 
-def _run_agent(config: AgentConfig, duration: float | None, announce: str | None = None) -> None:
+def _run_agent(config: AgentConfig, duration: float | None, announce: str | None = None,
+               config_path: Path | None = None) -> None:
     from .runtime import Agent
 
-    agent = Agent(config)
+    agent = Agent(config, config_path=config_path)
     signal.signal(signal.SIGTERM, lambda *_: agent.stop())
     signal.signal(signal.SIGINT, lambda *_: agent.stop())
     agent.start()
@@ -74,7 +75,7 @@ def _run_agent(config: AgentConfig, duration: float | None, announce: str | None
 @click.option("--duration", type=float, default=None, help="Stop after this many seconds (default: run until stopped).")
 def run(config_path: Path, duration: float | None) -> None:
     """Run the agent with a configuration file."""
-    _run_agent(load_config(config_path), duration)
+    _run_agent(load_config(config_path), duration, config_path=config_path)
 
 
 def demo_config(assets_dir: Path | None = None, **overrides) -> AgentConfig:
@@ -120,8 +121,21 @@ def demo(assets_dir: Path | None, port: int, duration: float | None) -> None:
         port = free_port()
     config = demo_config(assets_dir, mqtt=mqtt, dashboard={"host": "127.0.0.1", "port": port})
     click.echo(f"database: {config.storage.path}")
+    # The Setup page saves lines and zones into this file.
+    config_file = Path(config.storage.path).expanduser().parent / "demo.yaml"
+    config_file.parent.mkdir(parents=True, exist_ok=True)
+    if config_file.exists():  # keep lines and zones drawn in an earlier demo run
+        try:
+            config = config.model_copy(update={"cameras": load_config(config_file).cameras})
+        except ConfigError:
+            pass
+    config_file.write_text(dump_config(config), encoding="utf-8")
+    from .dashboard.cli import ensure_demo_account
+
+    password = ensure_demo_account(config)
+    login = f"dashboard login: admin / {password}" if password else "dashboard login: your existing account"
     try:
-        _run_agent(config, duration, announce="press Ctrl+C to stop")
+        _run_agent(config, duration, announce=f"{login}\npress Ctrl+C to stop", config_path=config_file)
     finally:
         if broker is not None:
             broker.stop()
@@ -234,6 +248,9 @@ def models_export(model: str, fmt: str, imgsz: int, assets_dir: Path | None) -> 
 from .hq.cli import hq  # noqa: E402
 
 main.add_command(hq)
+from .dashboard.cli import dashboard  # noqa: E402
+
+main.add_command(dashboard)
 
 if __name__ == "__main__":
     main()

@@ -46,8 +46,11 @@ def identity_from(config: AgentConfig) -> Identity:
 
 class Agent:
     def __init__(self, config: AgentConfig, *, realtime: bool = True, max_frames: int | None = None,
-                 detector: Detector | None = None) -> None:
+                 detector: Detector | None = None, config_path: Path | None = None) -> None:
         self.config = config
+        self.config_path = config_path  # the file the dashboard's Setup page writes back
+        self._apply_lock = threading.Lock()
+        self.pos = None
         self.realtime = realtime
         self.max_frames = max_frames
         self.identity = identity_from(config)
@@ -89,6 +92,10 @@ class Agent:
             self.uplink = Uplink(self.config.mqtt, self.store, self.identity)
             self.uplink.start()
         self.schedule("rollup", self.rollup_now, self.config.rollup.interval_seconds)
+        if self.config.pos.enabled:
+            from .pos import PosIngest
+
+            self.pos = PosIngest(self.config, self.store).start(self.schedule)
         self.scheduler.start()
         if self.config.dashboard.enabled:
             from .dashboard import DashboardServer
@@ -132,7 +139,38 @@ class Agent:
             self.uplink.stop()
         if self.dashboard is not None:
             self.dashboard.stop()
+        if self.pos is not None:
+            self.pos.stop()
         self.store.close()
+
+    def apply_config(self, new_config: AgentConfig) -> dict:
+        """Take new lines and zones without a restart.
+
+        A camera whose lines or zones changed gets new analytics that keep its
+        tracker (track ids carry on); the swap is one reference assignment, so
+        the detection loop uses the old analytics or the new one for a whole
+        frame, never a mix. Other changes (sources, detector, MQTT…) need a
+        restart and are listed in the result.
+        """
+        with self._apply_lock:
+            old_cameras = {camera.id: camera for camera in self.config.cameras}
+            applied = []
+            for camera in new_config.cameras:
+                runtime = self.cameras.get(camera.id)
+                old = old_cameras.get(camera.id)
+                if runtime is None or old is None or (camera.lines == old.lines and camera.zones == old.zones):
+                    continue
+                analytics = runtime.analytics
+                runtime.analytics = type(analytics)(camera, new_config.tracker, camera.fps_cap or 30.0,
+                                                    tracker=analytics.tracker)
+                applied.append(camera.id)
+            strip = {"cameras": {"__all__": {"lines", "zones"}}}
+            restart = sorted(
+                key for key, value in new_config.model_dump(exclude=strip).items()
+                if value != self.config.model_dump(exclude=strip).get(key)
+            )
+            self.config = new_config
+            return {"applied": applied, "restart_needed": restart}
 
     # -- main loop ------------------------------------------------------------------------
     def run(self, duration: float | None = None) -> None:

@@ -119,6 +119,8 @@ def _m0001_core(db: sqlite_utils.Database) -> None:
 # storage, 0100-0199 analytics, 0200-0299 sensors, 0300-0399 dashboard/ops.
 MIGRATIONS: list[tuple[str, Migration | str]] = [
     ("0001_core", _m0001_core),
+    ("0300_dashboard", "edge_agent.dashboard.schema:migrate"),
+    ("0301_pos_receipts", "edge_agent.pos:migrate"),
 ]
 
 
