@@ -106,14 +106,20 @@ function plot(id, traces, layout = {}) {
   if (!window.Plotly) return;
   const base = {
     font: { family: CHART_FONT, size: 12 },
-    margin: { t: 10, r: 10, b: 50, l: 45 },
-    height: 260,
-    legend: { orientation: "h", y: -0.25 },
+    margin: { t: 30, r: 10, b: 60, l: 45 },
+    height: 280,
+    legend: { orientation: "h", x: 0, y: 1.02, yanchor: "bottom" },
     paper_bgcolor: "#fff", plot_bgcolor: "#fff",
     colorway: COLORS,
     separators: numberFormat.format(1.5).includes(",") ? ",." : ".,",
   };
   Plotly.react(id, traces, { ...base, ...layout }, { displayModeBar: false, responsive: true, locale: LANG });
+}
+
+// As many category labels as fit the chart's width (phones get fewer).
+function categoryAxis(id, extra = {}) {
+  const width = document.getElementById(id)?.clientWidth || 360;
+  return { type: "category", tickangle: -40, nticks: Math.max(4, Math.floor(width / 60)), automargin: true, ...extra };
 }
 
 // Counts are whole numbers: no 0.5 ticks on small charts.

@@ -50,9 +50,9 @@ function renderHealth(h) {
   ] : [[t("health.pos"), t("health.pos.none")]]);
   const uptime = h.uptime_s;
   facts(document.getElementById("detector"), [
-    [t("health.detector"), h.detector.backend],
-    ["ms", fmt.n(h.detector.median_ms)],
-    ["", t("health.uptime", { d: fmt.n(Math.round(uptime / 60)) + (LANG === "zh-CN" ? " 分钟" : " min") })],
+    [t("health.backend"), h.detector.backend],
+    [t("health.ms"), h.detector.median_ms == null ? "–" : fmt.n(h.detector.median_ms) + " ms"],
+    [t("health.running"), t("health.minutes", { n: fmt.n(Math.round(uptime / 60)) })],
   ]);
   fillTable(document.getElementById("jobs"), Object.entries(h.jobs).map(([name, j]) => [
     name, j.last_run ? fmt.dateTime(new Date(j.last_run * 1000)) : "–", num(fmt.n(j.runs)), j.last_error || "",

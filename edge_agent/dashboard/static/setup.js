@@ -52,8 +52,10 @@ function render() {
   svg.setAttribute("viewBox", `0 0 ${state.width} ${state.height}`);
   svg.setAttribute("preserveAspectRatio", "none");
   const unit = Math.min(state.width, state.height);
-  const handleR = unit * 0.022;
-  const font = unit * 0.045;
+  // Picture units per screen pixel: keep handles finger-sized and labels readable on a phone.
+  const scale = state.width / (svg.getBoundingClientRect().width || state.width);
+  const handleR = Math.max(unit * 0.022, 12 * scale);
+  const font = Math.max(unit * 0.045, 13 * scale);
 
   state.zones.forEach((zone, index) => {
     const selected = state.selected?.type === "zone" && state.selected.index === index;
@@ -62,8 +64,8 @@ function render() {
     g.append(svgEl("polygon", { points: zone.polygon.map((p) => px(p).join(",")).join(" "), fill: color, "fill-opacity": selected ? 0.35 : 0.2,
       stroke: color, "stroke-width": selected ? 4 : 2.5, "vector-effect": "non-scaling-stroke" }));
     const c = zone.polygon.reduce((a, p) => [a[0] + p[0] / zone.polygon.length, a[1] + p[1] / zone.polygon.length], [0, 0]);
-    const label = svgEl("text", { x: px(c)[0], y: px(c)[1], "font-size": font, class: "label", "text-anchor": "middle" });
-    label.textContent = (zone.name || zone.id) + (zone.product ? " · " + zone.product : "");
+    const label = svgEl("text", { x: px(c)[0], y: px(c)[1], "font-size": font, class: "tag", "text-anchor": "middle" });
+    label.textContent = zone.name || zone.id;  // the product is in the list beside the picture
     g.append(label);
     if (selected) zone.polygon.forEach((p, i) => g.append(handle(p, "zone", index, i, handleR, color)));
     svg.append(g);
@@ -80,16 +82,18 @@ function render() {
     const sign = line.in_side === "right" ? 1 : -1;
     const nx = (-dy / len) * sign, ny = (dx / len) * sign;
     const m = [(a[0] + b[0]) / 2, (a[1] + b[1]) / 2];
-    const L = unit * 0.12, head = unit * 0.035;
+    const L = Math.max(unit * 0.12, 36 * scale), head = Math.max(unit * 0.035, 10 * scale);
     const tip = [m[0] + nx * L, m[1] + ny * L];
     g.append(svgEl("line", { x1: m[0], y1: m[1], x2: tip[0], y2: tip[1], stroke: "#38a169", "stroke-width": 4, "vector-effect": "non-scaling-stroke", class: "arrow" }));
     g.append(svgEl("polygon", { fill: "#38a169", class: "arrow-head",
       points: [tip, [tip[0] - nx * head - ny * head * 0.7, tip[1] - ny * head + nx * head * 0.7],
         [tip[0] - nx * head + ny * head * 0.7, tip[1] - ny * head - nx * head * 0.7]].map((p) => p.join(",")).join(" ") }));
-    const inLabel = svgEl("text", { x: tip[0] + nx * font * 0.9, y: tip[1] + ny * font * 0.9 + font * 0.35, "font-size": font * 0.9, class: "label in", "text-anchor": "middle" });
+    const inLabel = svgEl("text", { x: tip[0] + nx * font * 0.9, y: tip[1] + ny * font * 0.9 + font * 0.35, "font-size": font * 0.9, class: "tag in", "text-anchor": "middle" });
     inLabel.textContent = t("common.in");
     g.append(inLabel);
-    const label = svgEl("text", { x: a[0], y: a[1] - font * 0.5, "font-size": font, class: "label" });
+    const lx = Math.min(Math.max(a[0], font * 0.3), state.width - font * 4);
+    const ly = Math.min(Math.max(a[1] - font * 0.5, font), state.height - font * 0.3);
+    const label = svgEl("text", { x: lx, y: ly, "font-size": font, class: "tag" });
     label.textContent = line.name || line.id;
     g.append(label);
     if (selected) line.points.forEach((p, i) => g.append(handle(p, "line", index, i, handleR, "#f6e05e")));
@@ -311,5 +315,6 @@ async function loadSetup() {
     stamp();
   } catch (e) { showError(status, e); }
 }
+new ResizeObserver(() => { if (state.camera) render(); }).observe(stage);
 window.addEventListener("beforeunload", (event) => { if (state.dirty) event.preventDefault(); });
 loadSetup();

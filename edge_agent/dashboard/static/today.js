@@ -36,12 +36,12 @@ function renderToday(data) {
     { x: hours, y: d.hourly_in, type: "bar", name: t("today.hours.today"), marker: { color: "#2b6cb0" } },
     { x: hours, y: lw.hourly_in, type: "scatter", mode: "lines", name: t("today.hours.lastweek") + " (" + weekday + ")",
       line: { color: "#a0aec0", dash: "dot", width: 2 } },
-  ], { xaxis: { type: "category", tickangle: -45, nticks: 12 }, yaxis: countAxis([d.hourly_in, lw.hourly_in]) });
+  ], { xaxis: categoryAxis("hours-chart"), yaxis: countAxis([d.hourly_in, lw.hourly_in]) });
   const minutes = data.minutes.map((m) => fmt.clock(m.minute.replace("Z", ":00Z")));
   plot("chart", [
     { x: minutes, y: data.minutes.map((m) => m.in), type: "bar", name: t("common.in"), marker: { color: "#2f855a" } },
     { x: minutes, y: data.minutes.map((m) => m.out), type: "bar", name: t("common.out"), marker: { color: "#c53030" } },
-  ], { barmode: "group", xaxis: { type: "category", nticks: 8 },
+  ], { barmode: "group", xaxis: categoryAxis("chart", { tickangle: 0, nticks: 6 }),
         yaxis: countAxis([data.minutes.map((m) => m.in), data.minutes.map((m) => m.out)]) });
   stamp();
 }

@@ -21,7 +21,7 @@ async function loadTrends() {
     const data = await api("/api/trends?" + query);
     showError("error", null);
     const x = labels(data);
-    const xaxis = { type: "category", tickangle: -45, nticks: 14 };
+    const xaxis = categoryAxis("total-chart");
     plot("total-chart", [
       { x, y: data.total.in, type: "bar", name: t("common.in"), marker: { color: "#2f855a" } },
       { x, y: data.total.out, type: "bar", name: t("common.out"), marker: { color: "#c53030" } },
