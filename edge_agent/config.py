@@ -188,19 +188,6 @@ class MqttConfig(Strict):
         return prefix
 
 
-class ZoneThresholds(Strict):
-    """How the dashboard splits a stay in a zone (seconds)."""
-
-    passing_seconds: Annotated[float, Field(gt=0, le=600)] = 5.0  # shorter: passing by, not an interaction
-    engaged_seconds: Annotated[float, Field(gt=0, le=3600)] = 30.0  # longer: engaged; between: browsing
-
-    @model_validator(mode="after")
-    def _ordered(self) -> ZoneThresholds:
-        if self.engaged_seconds <= self.passing_seconds:
-            raise ValueError("engaged_seconds must be larger than passing_seconds")
-        return self
-
-
 class DashboardConfig(Strict):
     enabled: bool = True
     host: str = "127.0.0.1"
@@ -213,7 +200,6 @@ class DashboardConfig(Strict):
     login_window_seconds: Annotated[float, Field(ge=1, le=86400)] = 300.0
     # Setup-page snapshots: one per camera this often, people pixelated before storing.
     snapshot_seconds: Annotated[float, Field(ge=1, le=3600)] = 10.0
-    zones: ZoneThresholds = Field(default_factory=ZoneThresholds)
 
     @field_validator("host")
     @classmethod

@@ -170,6 +170,9 @@ class Agent:
                 if value != self.config.model_dump(exclude=strip).get(key)
             )
             self.config = new_config
+            recorder = getattr(self, "recorder", None)  # the analytics' copy of the layout, where there is one
+            if recorder is not None and hasattr(recorder, "sync_layout"):
+                recorder.sync_layout(new_config)
             return {"applied": applied, "restart_needed": restart}
 
     # -- main loop ------------------------------------------------------------------------

@@ -364,8 +364,12 @@ def test_today_summary_counts_busiest_hour_last_week_and_conversion(agent):
         for i, ts in enumerate([_at(today, 9, 30), _at(today, 10, 40), _at(last_week, 9, 30), _at(today - timedelta(days=1), 12)]):
             db.execute("INSERT INTO pos_receipts (receipt_id, ts, source, received_at) VALUES (?, ?, 'test', ?)",
                        [f"R{i}", ts, ts])
-    summary = queries.today_summary(agent.store.db, now, TZ, pos_configured=True)
+    _events(agent, "door", "inner-door", "in", [_at(today, 10, 0)] * 9 + [_at(last_week, 9, 0)] * 9)
+    summary = queries.today_summary(agent.store.db, now, TZ, pos_configured=True,
+                                    exclude={("door", "inner-door")})  # not a store entrance
     assert (summary["in"], summary["out"], summary["occupancy"]) == (6, 1, 5)
+    assert {(l["line"], l["in"], l["entrance"]) for l in summary["lines"]} == {("entrance", 6, True),
+                                                                             ("inner-door", 9, False)}
     assert summary["busiest_hour"] == {"hour": "2026-03-11T10:00:00+08:00", "in": 3}
     assert summary["hourly_in"][9:12] == [2, 3, 1] and sum(summary["hourly_in"]) == 6
     assert len(summary["hours"]) == 24
@@ -477,6 +481,31 @@ def test_zones_ranking_dwell_and_hot_products(agent, admin):
     assert hot[0]["shelves"] == ["door/shelf-a", "door/shelf-c"]
     heat = admin.get("/api/cameras/door/heatmap", params={"start": "2026-03-02", "end": "2026-03-02"}).json()
     assert {z["id"]: z["entries"] for z in heat["zones"]} == {"shelf-a": 5, "shelf-b": 3, "shelf-c": 0, "aisle": 2}
+    assert heat["grid"] is None  # no occupancy grid kept for these days
+
+
+def test_analytics_verdicts_and_occupancy_grid_are_used_where_the_analytics_keep_them(agent, admin):
+    """The store analytics (issue 8) add an ``interaction`` column (a long stay or a
+    wrist reach) and hourly occupancy grids; the tables are made here as they define them."""
+    day = date(2026, 3, 2)
+    start = _at(day, 10)
+    with agent.store.transaction() as db:
+        if not queries.has_column(db, "zone_visits", "interaction"):
+            db.execute("ALTER TABLE zone_visits ADD COLUMN interaction INTEGER NOT NULL DEFAULT 0")
+        db.execute("CREATE TABLE IF NOT EXISTS heatmap_hours (camera_id TEXT NOT NULL, hour TEXT NOT NULL, "
+                   "cols INTEGER NOT NULL, rows INTEGER NOT NULL, frames INTEGER NOT NULL, cells TEXT NOT NULL, "
+                   "PRIMARY KEY (camera_id, hour))")
+        # A 2 s visit with a reach is an interaction; a 60 s one the analytics did not call one is not.
+        for track, (stay, verdict) in enumerate([(2, 1), (60, 0), (8, 1)]):
+            db.execute("INSERT INTO zone_visits (camera_id, zone_id, track_id, enter_ts, exit_ts, interaction) "
+                       "VALUES ('door', 'shelf-a', ?, ?, ?, ?)", [track, start, start + stay, verdict])
+        for hour, cells in (("2026-03-02T02:00Z", [[1, 0, 0], [0, 2, 0]]), ("2026-03-02T03:00Z", [[0, 0, 0], [0, 3, 4]]),
+                            ("2026-03-03T02:00Z", [[9, 9, 9], [9, 9, 9]])):
+            db.execute("INSERT INTO heatmap_hours VALUES ('door', ?, 3, 2, 100, ?)", [hour, json.dumps(cells)])
+    shelf = admin.get("/api/zones", params={"start": "2026-03-02", "end": "2026-03-02"}).json()["shelves"][0]
+    assert (shelf["zone"], shelf["interactions"], shelf["entries"]) == ("shelf-a", 2, 3)
+    heat = admin.get("/api/cameras/door/heatmap", params={"start": "2026-03-02", "end": "2026-03-02"}).json()
+    assert heat["grid"] == {"cols": 3, "rows": 2, "frames": 200, "cells": [[1, 0, 0], [0, 5, 4]]}
 
 
 def test_health_has_cameras_storage_uplink_and_jobs(agent, admin):

@@ -5,6 +5,7 @@ real config file. Screenshots of every page land in test-artifacts/.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import sqlite3
@@ -118,6 +119,17 @@ def _seed(agent: Agent, pos_dir: Path) -> None:
         for track, (zone_id, stay) in enumerate(visits):
             db.execute("INSERT INTO zone_visits (camera_id, zone_id, track_id, enter_ts, exit_ts) VALUES (?,?,?,?,?)",
                        ["street", zone_id, 1000 + track, earlier, earlier + stay])
+    # The analytics' hourly occupancy grid (issue 8's table, made here if this build lacks it).
+    with agent.store.transaction() as db:
+        db.execute("CREATE TABLE IF NOT EXISTS heatmap_hours (camera_id TEXT NOT NULL, hour TEXT NOT NULL, "
+                   "cols INTEGER NOT NULL, rows INTEGER NOT NULL, frames INTEGER NOT NULL, cells TEXT NOT NULL, "
+                   "PRIMARY KEY (camera_id, hour))")
+        cells = [[0] * 32 for _ in range(18)]
+        for row in range(3, 9):
+            for col in range(2, 10):
+                cells[row][col] = 40 - abs(row - 6) * 6 - abs(col - 6) * 4  # a hot spot at the tea shelf
+        hour = datetime.fromtimestamp(earlier, ZoneInfo("UTC")).strftime("%Y-%m-%dT%H:00Z")
+        db.execute("INSERT OR REPLACE INTO heatmap_hours VALUES ('street', ?, 32, 18, 500, ?)", [hour, json.dumps(cells)])
     csv_file = pos_dir / "till-1.csv"
     csv_file.write_text("receipt_id,ts,total\nR1,{t},12.5\nR2,{t},8\nR2,{t},8\nbad-row,not-a-time,1\n".format(
         t=datetime.fromtimestamp(earlier, zone).isoformat()), encoding="utf-8")
@@ -250,7 +262,8 @@ def test_trends_zones_and_health_pages(store, context_factory):
     assert "75%" in rows[0]
     assert "Green tea 绿茶" in tablet.text_content("[data-testid=hot-products] li:first-child")
     until(tablet, "document.querySelectorAll('#heatmap .scatterlayer .trace').length === 3")
-    until(tablet, "document.querySelector('#heatmap image') !== null")
+    until(tablet, "document.querySelector('#heatmap .imagelayer image') !== null")  # the reference picture
+    until(tablet, "document.querySelector('#heatmap .heatmaplayer image') !== null")  # the occupancy grid
     shot(tablet, "zones-tablet")
 
     page.click("[data-testid=nav-health]")

@@ -50,6 +50,8 @@ PLOTLY_JS = Path(plotly.__file__).resolve().parent / "package_data" / "plotly.mi
 SWAGGER_DIR = Path(fastapi_offline.__file__).resolve().parent / "static"
 COOKIE = "edge_session"
 PAGES = ("today", "trends", "zones", "health", "setup")
+DEFAULT_PASSING_SECONDS = 5.0  # a shorter stay is passing by (and no shelf interaction)
+DEFAULT_ENGAGED_SECONDS = 30.0  # a longer one is engaged; between the two: browsing
 MAX_HOURLY_DAYS = 31
 MAX_DAILY_DAYS = 366
 
@@ -181,6 +183,21 @@ def create_app(agent: Agent) -> FastAPI:
         except KeyError:
             known = ", ".join(c.id for c in agent.config.cameras) or "none configured"
             raise HTTPException(404, f"unknown camera {camera_id!r} (cameras: {known})") from None
+
+    def not_entrances() -> frozenset[tuple[str, str]]:
+        """Lines configured as not being a store entrance (``entrance: false``, when
+        the line model has that flag): shown per line, left out of store totals."""
+        return frozenset((camera.id, line.id) for camera in agent.config.cameras for line in camera.lines
+                         if getattr(line, "entrance", True) is False)
+
+    def zone_thresholds() -> tuple[float, float, float]:
+        """(passing, engaged, interaction) seconds: the analytics settings where the
+        agent has them, else the same defaults."""
+        analytics = getattr(agent.config, "analytics", None)
+        if analytics is not None:
+            return (analytics.passing_max_seconds, analytics.engaged_min_seconds,
+                    analytics.interaction_min_seconds)
+        return DEFAULT_PASSING_SECONDS, DEFAULT_ENGAGED_SECONDS, DEFAULT_PASSING_SECONDS
 
     def pos_configured() -> bool:
         return agent.config.pos.enabled
@@ -329,7 +346,7 @@ def create_app(agent: Agent) -> FastAPI:
             "store": agent.identity.store,
             "device": agent.identity.device,
             "timezone": tz(),
-            "today": queries.today_summary(db(), now, tz(), pos_configured()),
+            "today": queries.today_summary(db(), now, tz(), pos_configured(), not_entrances()),
             "minutes": queries.recent_minutes(db(), now),
             "uplink": health["uplink"],
             "cameras": health["cameras"],
@@ -392,7 +409,7 @@ def create_app(agent: Agent) -> FastAPI:
         (at most 31 days) or day (at most 366 days). Default: the last 7 days / today."""
         limit = MAX_HOURLY_DAYS if granularity == "hour" else MAX_DAILY_DAYS
         first, last = day_range(start, end, 1 if granularity == "hour" else 7, limit)
-        return queries.trends(db(), first, last, tz(), granularity, zone_info())
+        return queries.trends(db(), first, last, tz(), granularity, zone_info(), not_entrances())
 
     @app.get("/api/zones", tags=["zones"])
     def zones(
@@ -405,9 +422,8 @@ def create_app(agent: Agent) -> FastAPI:
         first, last = day_range(start, end, 1, MAX_DAILY_DAYS)
         begin, _ = queries.day_bounds(first, tz())
         _, finish = queries.day_bounds(last, tz())
-        thresholds = agent.config.dashboard.zones
-        result = queries.zone_stats(db(), begin, finish, time.time(), thresholds.passing_seconds,
-                                    thresholds.engaged_seconds, zone_info())
+        passing, engaged, interaction = zone_thresholds()
+        result = queries.zone_stats(db(), begin, finish, time.time(), passing, engaged, zone_info(), interaction)
         names = {key: info.get("name") for key, info in zone_info().items()}
         for entry in result["zones"] + result["shelves"]:
             entry["name"] = names.get((entry["camera"], entry["zone"]))
@@ -420,7 +436,9 @@ def create_app(agent: Agent) -> FastAPI:
         start: Annotated[date | None, Query(description="first local day; default today")] = None,
         end: Annotated[date | None, Query(description="last local day (included); default today")] = None,
     ):
-        """Visitor entries per zone of a camera, drawn over its privacy-safe reference image."""
+        """Visitor entries per zone of a camera and, where the analytics keep one, the
+        occupancy grid (person-frames per cell, whole hours), for drawing over the
+        camera's privacy-safe reference image."""
         camera = camera_or_404(camera_id)
         first, last = day_range(start, end, 1, MAX_DAILY_DAYS)
         begin, _ = queries.day_bounds(first, tz())
@@ -428,6 +446,7 @@ def create_app(agent: Agent) -> FastAPI:
         heat = queries.zone_heat(db(), camera.id, begin, finish)
         snapshot = snapshots.latest(camera.id)
         return {
+            "grid": queries.heatmap_grid(db(), camera.id, begin, finish),
             "camera": camera.id,
             "start": first.isoformat(),
             "end": last.isoformat(),

@@ -7,6 +7,7 @@ Only ``kind = 'visitor'`` rows count as visitors (staff are kept apart).
 
 from __future__ import annotations
 
+import json
 import math
 import shutil
 from collections.abc import Iterable
@@ -40,7 +41,12 @@ def day_bounds(day: date, timezone: str) -> tuple[float, float]:
     return start.timestamp(), end.timestamp()
 
 
-def today_counts(db: sqlite_utils.Database, now: float, timezone: str) -> dict:
+# Lines whose crossings are not store visits (an inner door, an aisle line): their
+# counts show per line but stay out of the store totals. (camera id, line id) pairs.
+Excluded = frozenset[tuple[str, str]] | set[tuple[str, str]]
+
+
+def today_counts(db: sqlite_utils.Database, now: float, timezone: str, exclude: Excluded = frozenset()) -> dict:
     since = iso_utc(local_day_start(now, timezone))
     rows = db.execute(
         "SELECT camera_id, line_id, direction, COUNT(*) FROM events WHERE ts >= ? AND kind = 'visitor' "
@@ -51,8 +57,10 @@ def today_counts(db: sqlite_utils.Database, now: float, timezone: str) -> dict:
     for camera_id, line_id, direction, count in rows:
         entry = lines.setdefault((camera_id, line_id), {"camera": camera_id, "line": line_id, "in": 0, "out": 0})
         entry[direction] = count
-    total_in = sum(entry["in"] for entry in lines.values())
-    total_out = sum(entry["out"] for entry in lines.values())
+    total_in = sum(entry["in"] for key, entry in lines.items() if key not in exclude)
+    total_out = sum(entry["out"] for key, entry in lines.items() if key not in exclude)
+    for key, entry in lines.items():
+        entry["entrance"] = key not in exclude
     return {
         "since": since,
         "in": total_in,
@@ -163,11 +171,24 @@ def receipts_between(db: sqlite_utils.Database, start: float, end: float) -> int
     return db.execute("SELECT COUNT(*) FROM pos_receipts WHERE ts >= ? AND ts < ?", [start, end]).fetchone()[0]
 
 
-def visitors_between(db: sqlite_utils.Database, start: float, end: float) -> int:
-    return db.execute(
-        "SELECT COUNT(*) FROM events WHERE ts >= ? AND ts < ? AND kind = 'visitor' AND direction = 'in'",
+def visitors_between(db: sqlite_utils.Database, start: float, end: float, exclude: Excluded = frozenset()) -> int:
+    rows = db.execute(
+        "SELECT camera_id, line_id, COUNT(*) FROM events WHERE ts >= ? AND ts < ? AND kind = 'visitor' "
+        "AND direction = 'in' GROUP BY camera_id, line_id",
         [iso_utc(start), iso_utc(end)],
-    ).fetchone()[0]
+    ).fetchall()
+    return sum(count for camera, line, count in rows if (camera, line) not in exclude)
+
+
+def _totals(doors: dict[tuple[str, str], dict[str, list[int]]], buckets: Buckets,
+            exclude: Excluded) -> tuple[list[int], list[int]]:
+    total_in, total_out = buckets.zeros(), buckets.zeros()
+    for key, entry in doors.items():
+        if key in exclude:
+            continue
+        total_in = [a + b for a, b in zip(total_in, entry["in"])]
+        total_out = [a + b for a, b in zip(total_out, entry["out"])]
+    return total_in, total_out
 
 
 def _rate(numerator: int, denominator: int) -> float | None:
@@ -178,20 +199,17 @@ def _change(now_value: int, before: int) -> float | None:
     return round((now_value - before) / before, 4) if before else None
 
 
-def today_summary(db: sqlite_utils.Database, now: float, timezone: str, pos_configured: bool) -> dict:
+def today_summary(db: sqlite_utils.Database, now: float, timezone: str, pos_configured: bool,
+                  exclude: Excluded = frozenset()) -> dict:
     """Everything on the Today page: counts, hours, busiest hour, conversion and
     the same weekday last week (up to the same time of day, and the whole day)."""
     zone = ZoneInfo(timezone)
-    counts = today_counts(db, now, timezone)
+    counts = today_counts(db, now, timezone, exclude)
     start = local_day_start(now, timezone)
     today = datetime.fromtimestamp(now, zone).date()
     _, end = day_bounds(today, timezone)
     hours = Buckets(start, end, timezone, "hour")
-    doors = door_series(db, hours)
-    hourly_in, hourly_out = hours.zeros(), hours.zeros()
-    for entry in doors.values():
-        hourly_in = [a + b for a, b in zip(hourly_in, entry["in"])]
-        hourly_out = [a + b for a, b in zip(hourly_out, entry["out"])]
+    hourly_in, hourly_out = _totals(door_series(db, hours), hours, exclude)
 
     last_week_day = today - timedelta(days=7)
     lw_start, lw_end = day_bounds(last_week_day, timezone)
@@ -199,10 +217,8 @@ def today_summary(db: sqlite_utils.Database, now: float, timezone: str, pos_conf
     lw_same_time = min(lw_end, datetime.combine(last_week_day, local_now.time().replace(tzinfo=None),
                                                 tzinfo=zone).timestamp())
     lw_hours = Buckets(lw_start, lw_end, timezone, "hour")
-    lw_hourly_in = lw_hours.zeros()
-    for entry in door_series(db, lw_hours).values():
-        lw_hourly_in = [a + b for a, b in zip(lw_hourly_in, entry["in"])]
-    lw_so_far = visitors_between(db, lw_start, lw_same_time)
+    lw_hourly_in, _ = _totals(door_series(db, lw_hours), lw_hours, exclude)
+    lw_so_far = visitors_between(db, lw_start, lw_same_time, exclude)
 
     busiest = None
     if any(hourly_in):
@@ -236,16 +252,13 @@ def today_summary(db: sqlite_utils.Database, now: float, timezone: str, pos_conf
 
 
 def trends(db: sqlite_utils.Database, start_day: date, end_day: date, timezone: str,
-           granularity: Granularity, zone_info: dict[tuple[str, str], dict]) -> dict:
+           granularity: Granularity, zone_info: dict[tuple[str, str], dict], exclude: Excluded = frozenset()) -> dict:
     start, _ = day_bounds(start_day, timezone)
     _, end = day_bounds(end_day, timezone)
     buckets = Buckets(start, end, timezone, granularity)
     doors = door_series(db, buckets)
     zones = zone_series(db, buckets)
-    total_in, total_out = buckets.zeros(), buckets.zeros()
-    for entry in doors.values():
-        total_in = [a + b for a, b in zip(total_in, entry["in"])]
-        total_out = [a + b for a, b in zip(total_out, entry["out"])]
+    total_in, total_out = _totals(doors, buckets, exclude)
     return {
         "start": start_day.isoformat(),
         "end": end_day.isoformat(),
@@ -253,7 +266,8 @@ def trends(db: sqlite_utils.Database, start_day: date, end_day: date, timezone: 
         "timezone": timezone,
         "buckets": buckets.keys,
         "total": {"in": total_in, "out": total_out},
-        "doors": [{"camera": camera, "line": line, **values} for (camera, line), values in doors.items()],
+        "doors": [{"camera": camera, "line": line, "entrance": (camera, line) not in exclude, **values}
+                  for (camera, line), values in doors.items()],
         "zones": [{"camera": camera, "zone": zone_id, **_zone_meta(zone_info, camera, zone_id), "entries": values}
                   for (camera, zone_id), values in zones.items()],
     }
@@ -280,23 +294,38 @@ def _percentile(sorted_values: list[float], fraction: float) -> float | None:
     return round(sorted_values[rank], 1)
 
 
+def has_column(db: sqlite_utils.Database, table: str, column: str) -> bool:
+    return any(row[1] == column for row in db.execute(f"PRAGMA table_info({table})").fetchall())
+
+
+def has_table(db: sqlite_utils.Database, table: str) -> bool:
+    return db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", [table]).fetchone() is not None
+
+
 def zone_stats(db: sqlite_utils.Database, start: float, end: float, now: float, passing: float, engaged: float,
-               zone_info: dict[tuple[str, str], dict]) -> dict:
+               zone_info: dict[tuple[str, str], dict], interaction_min: float | None = None) -> dict:
     """Per zone: entries, unique visitors, dwell (median, p90, histogram, passing /
-    browsing / engaged); per shelf: interactions = stays of at least ``passing``
-    seconds, interaction rate = interactions ÷ passers-by (entries); hot products."""
+    browsing / engaged); per shelf: interactions, interaction rate = interactions ÷
+    passers-by (entries); hot products.
+
+    An interaction is the analytics' own verdict where ``zone_visits`` has an
+    ``interaction`` column (a long enough stay or a wrist reach), otherwise a stay
+    of at least ``interaction_min`` (default ``passing``) seconds.
+    """
+    interaction_min = passing if interaction_min is None else interaction_min
+    flag = "interaction" if has_column(db, "zone_visits", "interaction") else "NULL"
     rows = db.execute(
-        "SELECT camera_id, zone_id, track_id, enter_ts, exit_ts FROM zone_visits "
+        f"SELECT camera_id, zone_id, track_id, enter_ts, exit_ts, {flag} FROM zone_visits "
         "WHERE enter_ts >= ? AND enter_ts < ? AND kind = 'visitor'",
         [start, end],
     ).fetchall()
     aggs: dict[tuple[str, str], _ZoneAgg] = {}
-    for camera_id, zone_id, track_id, enter_ts, exit_ts in rows:
+    for camera_id, zone_id, track_id, enter_ts, exit_ts, interaction in rows:
         agg = aggs.setdefault((camera_id, zone_id), _ZoneAgg(tracks=set(), dwell=[]))
         agg.entries += 1
         agg.tracks.add(track_id)
         stayed = (exit_ts if exit_ts is not None else now) - enter_ts
-        if stayed >= passing:
+        if interaction if interaction is not None else stayed >= interaction_min:
             agg.interactions += 1
         if exit_ts is not None:
             agg.dwell.append(max(0.0, exit_ts - enter_ts))
@@ -347,7 +376,7 @@ def zone_stats(db: sqlite_utils.Database, start: float, end: float, now: float, 
     for entry in hot:
         entry["interaction_rate"] = _rate(entry["interactions"], entry["passers_by"])
     return {
-        "thresholds": {"passing_seconds": passing, "engaged_seconds": engaged},
+        "thresholds": {"passing_seconds": passing, "engaged_seconds": engaged, "interaction_seconds": interaction_min},
         "dwell_bins": DWELL_BINS,
         "zones": [z for z in zones if z["kind"] != "shelf"],
         "shelves": shelves,
@@ -363,6 +392,31 @@ def zone_heat(db: sqlite_utils.Database, camera_id: str, start: float, end: floa
         [camera_id, start, end],
     ).fetchall()
     return dict(rows)
+
+
+def heatmap_grid(db: sqlite_utils.Database, camera_id: str, start: float, end: float) -> dict | None:
+    """The analytics' occupancy grid (person-frames per cell, ``heatmap_hours``)
+    summed over the whole UTC hours that start in [start, end); None without one."""
+    if not has_table(db, "heatmap_hours"):
+        return None
+    rows = db.execute(
+        "SELECT cols, rows, frames, cells FROM heatmap_hours WHERE camera_id = ? AND hour >= ? AND hour < ?",
+        [camera_id, iso_utc(start)[:13] + ":00Z", iso_utc(end)[:13] + ":00Z"],
+    ).fetchall()
+    total, frames, shape = None, 0, None
+    for cols, rows_, hour_frames, cells in rows:
+        grid = json.loads(cells)
+        if shape is None:
+            shape, total = (rows_, cols), [[0] * cols for _ in range(rows_)]
+        if (rows_, cols) != shape:
+            continue  # the grid size changed in between: keep the first one's
+        for r in range(rows_):
+            for c in range(cols):
+                total[r][c] += grid[r][c]
+        frames += hour_frames
+    if total is None:
+        return None
+    return {"cols": shape[1], "rows": shape[0], "frames": frames, "cells": total}
 
 
 # -- storage ---------------------------------------------------------------------------

@@ -62,15 +62,22 @@ async function loadHeatmap() {
   const w = data.width || 16, h = data.height || 9;
   const max = Math.max(1, ...data.zones.map((z) => z.entries));
   // Each zone filled from pale yellow to deep red by its share of the busiest zone's entries.
-  const traces = data.zones.map((z) => {
-    const share = z.entries / max;
-    const color = `rgba(${Math.round(255)}, ${Math.round(220 - 190 * share)}, ${Math.round(80 - 60 * share)}, ${0.25 + 0.5 * share})`;
+  const grid = data.grid;
+  // The analytics' occupancy grid where there is one; zones are then outlined only.
+  const traces = grid ? [{
+    type: "heatmap", z: grid.cells, x0: w / grid.cols / 2, dx: w / grid.cols, y0: h / grid.rows / 2, dy: h / grid.rows,
+    zsmooth: "best", showscale: false, hoverinfo: "skip", zmin: 0,
+    colorscale: [[0, "rgba(255,255,0,0)"], [0.15, "rgba(255,210,0,0.35)"], [1, "rgba(220,20,0,0.8)"]],
+  }] : [];
+  traces.push(...data.zones.map((z) => {
+    const share = grid ? 0 : z.entries / max;
+    const color = `rgba(255, ${Math.round(220 - 190 * share)}, ${Math.round(80 - 60 * share)}, ${grid ? 0 : 0.25 + 0.5 * share})`;
     const xs = z.polygon.map((p) => p[0] * w).concat([z.polygon[0][0] * w]);
     const ys = z.polygon.map((p) => p[1] * h).concat([z.polygon[0][1] * h]);
     return { x: xs, y: ys, type: "scatter", mode: "lines", fill: "toself", fillcolor: color,
       line: { color: "rgba(120,20,0,0.9)", width: 2 }, name: (z.name || z.id) + ": " + fmt.n(z.entries) + " " + t("zones.heatmap.entries"),
       hoverinfo: "name" };
-  });
+  }));
   const labels = data.zones.map((z) => ({
     x: z.polygon.reduce((a, p) => a + p[0], 0) / z.polygon.length * w,
     y: z.polygon.reduce((a, p) => a + p[1], 0) / z.polygon.length * h,
