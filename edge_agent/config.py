@@ -249,10 +249,10 @@ class AgentConfig(BaseSettings):
     detector: DetectorConfig = Field(default_factory=DetectorConfig)
     tracker: TrackerConfig = Field(default_factory=TrackerConfig)
     storage: StorageConfig = Field(default_factory=StorageConfig)
+    pos: PosConfig = Field(default_factory=PosConfig)
     mqtt: MqttConfig = Field(default_factory=MqttConfig)
     dashboard: DashboardConfig = Field(default_factory=DashboardConfig)
     rollup: RollupConfig = Field(default_factory=RollupConfig)
-    pos: PosConfig = Field(default_factory=PosConfig)
     timezone: str = "UTC"
 
     @model_validator(mode="after")
