@@ -21,6 +21,7 @@ import yaml
 
 from edge_agent.config import load_config
 from edge_agent.counting import Crossing
+from edge_agent.dashboard import queries
 from edge_agent.runtime import Agent
 from tests.dashboard_support import ADMIN, VIEWER, make_accounts
 
@@ -116,9 +117,12 @@ def _seed(agent: Agent, pos_dir: Path) -> None:
     visits = [("shelf-tea", 2.0), ("shelf-tea", 12.0), ("shelf-tea", 45.0), ("shelf-tea", 20.0),
               ("shelf-snacks", 3.0), ("shelf-snacks", 8.0), ("aisle", 1.0), ("aisle", 70.0)]
     with agent.store.transaction() as db:
+        verdict = queries.has_column(db, "zone_visits", "interaction")  # the analytics' own, where kept
         for track, (zone_id, stay) in enumerate(visits):
             db.execute("INSERT INTO zone_visits (camera_id, zone_id, track_id, enter_ts, exit_ts) VALUES (?,?,?,?,?)",
                        ["street", zone_id, 1000 + track, earlier, earlier + stay])
+            if verdict:
+                db.execute("UPDATE zone_visits SET interaction = ? WHERE track_id = ?", [int(stay >= 5), 1000 + track])
     # The analytics' hourly occupancy grid (issue 8's table, made here if this build lacks it).
     with agent.store.transaction() as db:
         db.execute("CREATE TABLE IF NOT EXISTS heatmap_hours (camera_id TEXT NOT NULL, hour TEXT NOT NULL, "
