@@ -16,6 +16,8 @@ from pathlib import Path
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo
 
+import cv2
+import numpy as np
 import pytest
 import yaml
 
@@ -74,6 +76,9 @@ def store(tmp_path_factory, clip, assets_dir):
             "id": "street", "source": str(clip), "loop": True, "fps_cap": 8,
             # People on the clip walk up and down the picture: they cross this line.
             "lines": [{"id": "door", "points": [[0.0, 0.6], [1.0, 0.6]]}],
+        }, {
+            # Switched off, so the zone figures below are exactly the seeded ones.
+            "id": "shelf-cam", "source": str(clip), "enabled": False,
             "zones": [
                 {"id": "shelf-tea", "name": "茶叶架", "kind": "shelf", "product": "Green tea 绿茶",
                  "polygon": [[0.05, 0.1], [0.3, 0.1], [0.3, 0.5], [0.05, 0.5]]},
@@ -93,6 +98,11 @@ def store(tmp_path_factory, clip, assets_dir):
     _seed(agent, pos_dir)
     agent.start()
     assert agent.pos.scan_csv() == 2  # R2 sent twice counts once; the bad row is rejected
+    # The switched-off camera's picture: a frame of the clip through the same privacy path.
+    capture = cv2.VideoCapture(str(clip))
+    for _ in range(120):
+        ok, frame = capture.read()
+    assert ok and agent.dashboard.app.state.snapshots.take("shelf-cam", frame, np.empty((0, 4)), time.time())
     thread = threading.Thread(target=agent.run, name="detection", daemon=True)
     thread.start()
     assert wait_until(lambda: agent.dashboard.app.state.snapshots.latest("street") is not None, timeout=60), \
@@ -120,7 +130,7 @@ def _seed(agent: Agent, pos_dir: Path) -> None:
         verdict = queries.has_column(db, "zone_visits", "interaction")  # the analytics' own, where kept
         for track, (zone_id, stay) in enumerate(visits):
             db.execute("INSERT INTO zone_visits (camera_id, zone_id, track_id, enter_ts, exit_ts) VALUES (?,?,?,?,?)",
-                       ["street", zone_id, 1000 + track, earlier, earlier + stay])
+                       ["shelf-cam", zone_id, 1000 + track, earlier, earlier + stay])
             if verdict:
                 db.execute("UPDATE zone_visits SET interaction = ? WHERE track_id = ?", [int(stay >= 5), 1000 + track])
     # The analytics' hourly occupancy grid (issue 8's table, made here if this build lacks it).
@@ -133,7 +143,8 @@ def _seed(agent: Agent, pos_dir: Path) -> None:
             for col in range(2, 10):
                 cells[row][col] = 40 - abs(row - 6) * 6 - abs(col - 6) * 4  # a hot spot at the tea shelf
         hour = datetime.fromtimestamp(earlier, ZoneInfo("UTC")).strftime("%Y-%m-%dT%H:00Z")
-        db.execute("INSERT OR REPLACE INTO heatmap_hours VALUES ('street', ?, 32, 18, 500, ?)", [hour, json.dumps(cells)])
+        db.execute("INSERT OR REPLACE INTO heatmap_hours VALUES ('shelf-cam', ?, 32, 18, 500, ?)",
+                   [hour, json.dumps(cells)])
     csv_file = pos_dir / "till-1.csv"
     csv_file.write_text("receipt_id,ts,total\nR1,{t},12.5\nR2,{t},8\nR2,{t},8\nbad-row,not-a-time,1\n".format(
         t=datetime.fromtimestamp(earlier, zone).isoformat()), encoding="utf-8")
@@ -265,6 +276,7 @@ def test_trends_zones_and_health_pages(store, context_factory):
     assert "茶叶架" in rows[0] and "Green tea 绿茶" in rows[0]  # 3 of 4 tea visits stayed ≥ 5 s
     assert "75%" in rows[0]
     assert "Green tea 绿茶" in tablet.text_content("[data-testid=hot-products] li:first-child")
+    tablet.select_option("#heat-camera", "shelf-cam")
     until(tablet, "document.querySelectorAll('#heatmap .scatterlayer .trace').length === 3")
     until(tablet, "document.querySelector('#heatmap .imagelayer image') !== null")  # the reference picture
     until(tablet, "document.querySelector('#heatmap .heatmaplayer image') !== null")  # the occupancy grid
@@ -282,7 +294,7 @@ def test_setup_draw_a_line_changes_the_file_and_the_running_agent(store, context
     log_in(page, store.dashboard.url)
     page.click("[data-testid=nav-setup]")
     until(page, "document.getElementById('snapshot').naturalWidth > 0")
-    until(page, "document.querySelectorAll('#overlay g.item').length === 4")
+    until(page, "document.querySelectorAll('#overlay g.item').length === 1")
     tracker_before = store.cameras["street"].analytics.tracker
 
     page.click("[data-testid=add-line]")
@@ -303,7 +315,7 @@ def test_setup_draw_a_line_changes_the_file_and_the_running_agent(store, context
     assert new["name"] == "侧门" and new["in_side"] == "left"
     (x1, y1), (x2, y2) = new["points"]
     assert abs(x1 - 0.2) < 0.01 and abs(y1 - 0.3) < 0.01 and abs(x2 - 0.2) < 0.01 and abs(y2 - 0.9) < 0.01
-    assert len(saved["cameras"][0]["zones"]) == 3  # zones untouched
+    assert saved["cameras"][0].get("zones", []) == [] and len(saved["cameras"][1]["zones"]) == 3  # untouched
     # The running agent counts with it at once, and keeps its tracker (no restart).
     analytics = store.cameras["street"].analytics
     assert [c.line_id for c in analytics.counters] == ["door", "side-door"]
@@ -337,7 +349,11 @@ def test_language_follows_the_browser_and_the_switch(store, context_factory):
     shot(page, "today-zh-phone")
     page.goto(store.dashboard.url + "setup")
     until(page, "document.getElementById('snapshot').naturalWidth > 0")
-    until(page, "document.querySelectorAll('#overlay g.item').length >= 4")
+    page.select_option("#camera", "shelf-cam")
+    until(page, "document.querySelectorAll('#overlay g.item').length === 3")
+    until(page, "document.getElementById('snapshot').src.includes('shelf-cam') && "
+                "document.getElementById('snapshot').complete")
+    assert "茶叶架" in page.text_content("#overlay")
     shot(page, "setup-zh-phone")
 
     # The switch wins over the browser's language and sticks.
