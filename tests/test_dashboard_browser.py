@@ -237,9 +237,10 @@ def test_login_then_today_shows_stored_counts_and_updates_live(store, context_fa
         return text not in ("–", None) and int(text.replace(",", "")) == visitors_in_today(store)
 
     assert wait_until(lambda: street_events(store) > 0, timeout=60), "the pipeline stored no crossing"
+    # The pipeline's own line appears (pushed live once its first crossing is stored).
+    until(page, "document.querySelector('[data-testid=lines]').textContent.includes('street')", timeout=20000)
+    assert "door-cam" in page.text_content("[data-testid=lines]")
     assert wait_until(shown_equals_stored, timeout=20)
-    doors = page.text_content("[data-testid=lines]")
-    assert "door-cam" in doors and "street" in doors
     until(page, "document.getElementById('live').textContent === 'live'")
     # Conversion: 2 receipts (R2 sent twice counts once) over today's visitors.
     assert "2 receipts" in page.text_content("[data-testid=conversion-detail]")
