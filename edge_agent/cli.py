@@ -121,8 +121,21 @@ def demo(assets_dir: Path | None, port: int, duration: float | None) -> None:
         port = free_port()
     config = demo_config(assets_dir, mqtt=mqtt, dashboard={"host": "127.0.0.1", "port": port})
     click.echo(f"database: {config.storage.path}")
+    # The Setup page saves lines and zones into this file.
+    config_file = Path(config.storage.path).expanduser().parent / "demo.yaml"
+    config_file.parent.mkdir(parents=True, exist_ok=True)
+    if config_file.exists():  # keep lines and zones drawn in an earlier demo run
+        try:
+            config = config.model_copy(update={"cameras": load_config(config_file).cameras})
+        except ConfigError:
+            pass
+    config_file.write_text(dump_config(config), encoding="utf-8")
+    from .dashboard.cli import ensure_demo_account
+
+    password = ensure_demo_account(config)
+    login = f"dashboard login: admin / {password}" if password else "dashboard login: your existing account"
     try:
-        _run_agent(config, duration, announce="press Ctrl+C to stop")
+        _run_agent(config, duration, announce=f"{login}\npress Ctrl+C to stop", config_path=config_file)
     finally:
         if broker is not None:
             broker.stop()
@@ -242,6 +255,9 @@ main.add_command(simulate_command)
 from .sensors.cli import sensors  # noqa: E402
 
 main.add_command(sensors)
+from .dashboard.cli import dashboard  # noqa: E402
+
+main.add_command(dashboard)
 
 if __name__ == "__main__":
     main()

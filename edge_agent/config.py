@@ -56,6 +56,7 @@ class LineConfig(Strict):
     """
 
     id: Identifier
+    name: Annotated[str, Field(max_length=64)] | None = None  # shown on the dashboard, any language
     points: list[tuple[Coord, Coord]]
     in_side: Literal["left", "right"] = "right"
     # Counting rules (issue 8 extends these); defaults keep every genuine crossing.
@@ -78,6 +79,7 @@ class ZoneConfig(Strict):
     """A polygon in normalised coordinates: a shelf area, an aisle, a staff-only area."""
 
     id: Identifier
+    name: Annotated[str, Field(max_length=64)] | None = None  # shown on the dashboard, any language
     polygon: list[tuple[Coord, Coord]]
     kind: Literal["zone", "shelf", "staff"] = "zone"
     product: str | None = None
@@ -264,6 +266,14 @@ class DashboardConfig(Strict):
     enabled: bool = True
     host: str = "127.0.0.1"
     port: Annotated[int, Field(ge=0, le=65535)] = 8080
+    # Accounts: `edge-agent dashboard set-password --role admin|viewer` writes this file
+    # (default: dashboard-users.json beside the database). No account, no access.
+    password_file: Path | None = None
+    session_hours: Annotated[float, Field(gt=0, le=24 * 30)] = 12.0
+    login_attempts: Annotated[int, Field(ge=1, le=100)] = 5  # failed logins per client per window
+    login_window_seconds: Annotated[float, Field(ge=1, le=86400)] = 300.0
+    # Setup-page snapshots: one per camera this often, people pixelated before storing.
+    snapshot_seconds: Annotated[float, Field(ge=1, le=3600)] = 10.0
 
     @field_validator("host")
     @classmethod
@@ -271,6 +281,26 @@ class DashboardConfig(Strict):
         if host in ("", "*"):
             raise ValueError("give the store LAN address to bind, e.g. 192.168.1.20 (or 127.0.0.1)")
         return host
+
+
+class PosConfig(Strict):
+    """Point-of-sale receipts for conversion (receipts ÷ visitors): an MQTT topic on
+    the store broker and/or a folder where the till drops CSV files."""
+
+    enabled: bool = False
+    mqtt_topic: str | None = Field(None, description="e.g. store/pos/receipts; JSON receipts")
+    host: str | None = Field(None, description="broker host; default: mqtt.host")
+    port: Annotated[int, Field(ge=1, le=65535)] | None = None
+    csv_dir: Path | None = Field(None, description="folder scanned for *.csv receipt files")
+    poll_seconds: Annotated[float, Field(ge=1, le=3600)] = 10.0
+
+    @model_validator(mode="after")
+    def _has_a_source(self) -> PosConfig:
+        if self.enabled and not self.mqtt_topic and self.csv_dir is None:
+            raise ValueError("pos is enabled but has no source: set pos.mqtt_topic and/or pos.csv_dir")
+        if self.mqtt_topic is not None and (not self.mqtt_topic.strip("/") or re.search(r"[#+\s]", self.mqtt_topic)):
+            raise ValueError("pos.mqtt_topic must be a topic without wildcards, e.g. store/pos/receipts")
+        return self
 
 
 class RollupConfig(Strict):
@@ -293,6 +323,7 @@ class AgentConfig(BaseSettings):
     detector: DetectorConfig = Field(default_factory=DetectorConfig)
     tracker: TrackerConfig = Field(default_factory=TrackerConfig)
     storage: StorageConfig = Field(default_factory=StorageConfig)
+    pos: PosConfig = Field(default_factory=PosConfig)
     mqtt: MqttConfig = Field(default_factory=MqttConfig)
     dashboard: DashboardConfig = Field(default_factory=DashboardConfig)
     rollup: RollupConfig = Field(default_factory=RollupConfig)
@@ -445,6 +476,10 @@ def _resolve_relative_paths(data: dict[str, Any], base: Path) -> dict[str, Any]:
     detector = data.get("detector")
     if isinstance(detector, dict) and isinstance(detector.get("model"), str) and "/" in detector["model"]:
         detector["model"] = resolve(detector["model"])
+    for section, key in (("dashboard", "password_file"), ("pos", "csv_dir")):
+        block = data.get(section)
+        if isinstance(block, dict) and isinstance(block.get(key), str) and not Path(block[key]).expanduser().is_absolute():
+            block[key] = str((base / block[key]).resolve())
     return data
 
 

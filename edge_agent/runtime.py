@@ -20,7 +20,7 @@ from .config import AgentConfig
 from .detect import Detector, load_detector
 from .pipeline import CameraAnalytics, FrameResult
 from .feed import live_event_listener, queue_health
-from .reload import reload_config
+from .reload import apply_config, reload_config
 from .retention import prune, storage_status
 from .rollup import Identity, close_minutes, close_periods
 from .storage import Store
@@ -51,7 +51,9 @@ class Agent:
     def __init__(self, config: AgentConfig, *, realtime: bool = True, max_frames: int | None = None,
                  detector: Detector | None = None, config_path: Path | None = None) -> None:
         self.config = config
-        self.config_path = config_path  # re-read by HQ's reload-config command
+        self.config_path = config_path  # written by the Setup page, re-read by HQ's reload-config
+        self._apply_lock = threading.Lock()
+        self.pos = None
         self.realtime = realtime
         self.max_frames = max_frames
         self.identity = identity_from(config)
@@ -111,6 +113,10 @@ class Agent:
             self.schedule("sensor-checks", self.sensors.check, 30.0)
         self.schedule("rollup", self.rollup_now, self.config.rollup.interval_seconds)
         self.schedule("storage", self.prune_now, self.config.storage.prune_interval_seconds)
+        if self.config.pos.enabled:
+            from .pos import PosIngest
+
+            self.pos = PosIngest(self.config, self.store).start(self.schedule)
         self.scheduler.start()
         if self.config.dashboard.enabled:
             from .dashboard import DashboardServer
@@ -173,7 +179,13 @@ class Agent:
             self.uplink.stop()
         if self.dashboard is not None:
             self.dashboard.stop()
+        if self.pos is not None:
+            self.pos.stop()
         self.store.close()
+
+    def apply_config(self, new_config: AgentConfig) -> dict:
+        """Take a new configuration without a restart where possible (see reload.apply_config)."""
+        return apply_config(self, new_config)
 
     # -- main loop ------------------------------------------------------------------------
     def run(self, duration: float | None = None) -> None:

@@ -193,6 +193,8 @@ MIGRATIONS: list[tuple[str, Migration | str]] = [
     ("0001_core", _m0001_core),
     ("0002_durability", _m0002_durability),
     ("0200_sensors", "edge_agent.sensors.schema:migrate"),
+    ("0300_dashboard", "edge_agent.dashboard.schema:migrate"),
+    ("0301_pos_receipts", "edge_agent.pos:migrate"),
 ]
 
 

@@ -3,9 +3,9 @@ a real mosquitto → a real subscriber; the dashboard API over HTTP."""
 
 from __future__ import annotations
 
-import json
 import sqlite3
 import time
+import urllib.error
 import urllib.request
 
 import pytest
@@ -13,6 +13,7 @@ import pytest
 from edge_agent.config import load_config
 from edge_agent.mosquitto import Mosquitto, free_port
 from edge_agent.runtime import Agent
+from tests.dashboard_support import login, make_accounts
 
 pytestmark = pytest.mark.slow
 
@@ -38,6 +39,8 @@ def make_config(tmp_path, clip, assets_dir, mqtt_port, dashboard=False):
 
 
 def run_agent(config, frames=FRAMES) -> Agent:
+    if config.dashboard.enabled:
+        make_accounts(config)
     agent = Agent(config, realtime=False, max_frames=frames)
     agent.start()
     agent.run(duration=120)
@@ -77,9 +80,12 @@ def test_pipeline_counts_reach_sqlite_and_the_broker(tmp_path, clip, assets_dir,
         events = sqlite_totals(config.storage.path)
         assert sum(events.values()) > 0, "the clip has people crossing: some events must be stored"
 
-        # Dashboard: the API shows what SQLite holds.
-        url = agent.dashboard.url + "api/summary"
-        summary = json.load(urllib.request.urlopen(url, timeout=10))
+        # Dashboard: the API shows what SQLite holds (after logging in; it is never open).
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(agent.dashboard.url + "api/summary", timeout=10)
+        assert refused.value.code == 401
+        with login(agent.dashboard.url) as client:
+            summary = client.get("/api/summary").json()
         shown = {(l["line"], d): l[d] for l in summary["today"]["lines"] for d in ("in", "out") if l[d]}
         assert shown == events
         assert summary["today"]["occupancy"] == max(0, summary["today"]["in"] - summary["today"]["out"])
