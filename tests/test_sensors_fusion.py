@@ -236,7 +236,8 @@ def test_shelf_pick_ups_in_the_rollup(tmp_path, broker):
                                      "AND type = 'pick_up' ORDER BY ts").fetchall()
         (t1,), (t2,), (t3,), (t4,) = picks
         camera = CameraScript(config, store)
-        store.record("entrance", t1 - 1, [])  # the camera was running
+        for ts in (t1 - 1, t2, t3, t4):  # the camera was running (frames in every minute the picks fall in)
+            store.record("entrance", ts, [])
         with store.transaction() as db:
             db.conn.executemany(
                 "INSERT INTO zone_visits (camera_id, zone_id, track_id, enter_ts, exit_ts, kind) VALUES (?,?,?,?,?,?)",
