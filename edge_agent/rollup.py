@@ -132,3 +132,7 @@ def close_minutes(
     if closed:
         log.debug("closed %d camera-minutes", closed)
     return closed
+
+
+# Store analytics sections (occupancy, zones, shelves, heatmap, staff) register themselves.
+from .analytics import sections as _analytics_sections  # noqa: E402,F401

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from apscheduler.schedulers.background import BackgroundScheduler
 
+from .analytics.recorder import AnalyticsRecorder
 from .assets import ensure_asset
 from .capture import CameraReader, Frame
 from .config import AgentConfig
@@ -32,6 +33,7 @@ class CameraRuntime:
     analytics: CameraAnalytics
     frames_processed: int = 0
     crossings: int = 0
+    last_ts: float | None = None
     recent: list[float] = field(default_factory=list)  # processing times, for fps
 
     def processing_fps(self, now: float) -> float:
@@ -52,6 +54,8 @@ class Agent:
         self.max_frames = max_frames
         self.identity = identity_from(config)
         self.store = Store(config.storage.path, config.storage.synchronous)
+        self.recorder = AnalyticsRecorder(self.store)  # zone visits and heatmaps
+        self.pose = None
         self._detector = detector
         self.cameras: dict[str, CameraRuntime] = {}
         self.uplink: Uplink | None = None
@@ -78,12 +82,19 @@ class Agent:
     # -- lifecycle ------------------------------------------------------------------
     def start(self) -> None:
         _ = self.detector  # fail early on a bad model, before threads start
+        analytics = self.config.analytics
+        if analytics.pose_model and any(z.kind == "shelf" for c in self.config.cameras for z in c.zones):
+            from .analytics.pose import PoseEstimator
+
+            self.pose = PoseEstimator(ensure_asset(analytics.pose_model, self.config.assets_dir))
+        self.recorder.sync_layout(self.config)
         for camera in self.config.cameras:
             if not camera.enabled:
                 continue
             reader = CameraReader(camera, realtime=self.realtime, max_frames=self.max_frames)
             fps = camera.fps_cap or 30.0
-            self.cameras[camera.id] = CameraRuntime(reader, CameraAnalytics(camera, self.config.tracker, fps))
+            self.cameras[camera.id] = CameraRuntime(
+                reader, CameraAnalytics(camera, self.config.tracker, fps, settings=analytics, pose=self.pose))
             reader.start()
         if self.config.mqtt.enabled:
             self.uplink = Uplink(self.config.mqtt, self.store, self.identity)
@@ -123,6 +134,12 @@ class Agent:
             runtime.reader.stop()
         if self.scheduler.running:
             self.scheduler.shutdown(wait=True)
+        for camera_id, runtime in self.cameras.items():
+            if runtime.last_ts is not None:  # decide held crossings, close open visits, last heatmap minute
+                result = runtime.analytics.finish(runtime.last_ts)
+                self.recorder.record(camera_id, result)
+                self.store.record(camera_id, runtime.last_ts, result.crossings, frames=0)
+                runtime.last_ts = None
         self.store.flush()
         self.rollup_now()
         if self.uplink is not None:
@@ -166,8 +183,10 @@ class Agent:
         detections = self.detector.detect([frame.image], imgsz=camera.imgsz)[0]
         self.detect_ms.append((time.perf_counter() - started) * 1000)
         del self.detect_ms[:-100]
-        result = runtime.analytics.process(detections, frame.image.shape, frame.ts)
+        result = runtime.analytics.process(detections, frame.image.shape, frame.ts, image=frame.image)
+        self.recorder.record(camera_id, result)  # before store.record moves the watermark
         self.store.record(camera_id, frame.ts, result.crossings)
+        runtime.last_ts = frame.ts
         runtime.frames_processed += 1
         runtime.crossings += len(result.crossings)
         runtime.recent.append(time.time())

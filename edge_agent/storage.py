@@ -119,6 +119,7 @@ def _m0001_core(db: sqlite_utils.Database) -> None:
 # storage, 0100-0199 analytics, 0200-0299 sensors, 0300-0399 dashboard/ops.
 MIGRATIONS: list[tuple[str, Migration | str]] = [
     ("0001_core", _m0001_core),
+    ("0100_analytics", "edge_agent.analytics.schema:migrate"),
 ]
 
 

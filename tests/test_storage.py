@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 
 from edge_agent.counting import Crossing
 from edge_agent.rollup import Identity, close_minutes
-from edge_agent.storage import Store, minute_start
+from edge_agent.storage import MIGRATIONS, Store, minute_start
 
 IDENTITY = Identity("org", "store1", "box1")
 T0 = datetime(2026, 11, 25, 10, 0, tzinfo=UTC).timestamp()
@@ -20,10 +20,11 @@ def rows(path, sql):
 def test_wal_and_migrations(tmp_path):
     store = Store(tmp_path / "a.db")
     assert rows(tmp_path / "a.db", "PRAGMA journal_mode")[0][0] == "wal"
-    assert store.schema_version == ["0001_core"]
+    applied = store.schema_version
+    assert applied[0] == "0001_core" and applied == sorted(name for name, _ in MIGRATIONS)
     store.close()
     again = Store(tmp_path / "a.db")  # re-opening applies nothing twice
-    assert again.schema_version == ["0001_core"]
+    assert again.schema_version == applied
     again.close()
 
 
