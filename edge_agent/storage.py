@@ -207,6 +207,14 @@ class Store:
             return next_minute(rolled)
         return minute
 
+    def account(self, camera_id: str, ts: float) -> str:
+        """The bucket for a row written beside the events (zone visits, sensor
+        readings): like ``bucket_for``, and that minute is sure to be rolled up."""
+        with self.lock:
+            bucket = self.bucket_for(camera_id, ts)
+            self._frames.setdefault((camera_id, bucket), 0)
+            return bucket
+
     def record(self, camera_id: str, ts: float, crossings: Iterable[Crossing] = (), frames: int = 1,
                flush_every: float = 1.0) -> None:
         """Account processed frames and commit crossings (at once, if any).

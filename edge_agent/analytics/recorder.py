@@ -78,11 +78,11 @@ class AnalyticsRecorder:
                 "INSERT INTO zone_visits (camera_id, zone_id, track_id, enter_ts, kind, enter_bucket) "
                 "VALUES (?, ?, ?, ?, ?, ?)",
                 [camera_id, event.zone_id, event.track_id, event.enter_ts, kind,
-                 self.store.bucket_for(camera_id, event.enter_ts)],
+                 self.store.account(camera_id, event.enter_ts)],
             )
             self._open[key] = cursor.lastrowid
             return
-        exit_bucket = self.store.bucket_for(camera_id, event.exit_ts)
+        exit_bucket = self.store.account(camera_id, event.exit_ts)
         values = [event.exit_ts, exit_bucket, event.dwell, int(event.interaction), event.reaches, event.closed_by]
         row_id = self._open.pop(key, None)
         if row_id is not None:
@@ -96,7 +96,7 @@ class AnalyticsRecorder:
                 "INSERT INTO zone_visits (camera_id, zone_id, track_id, enter_ts, kind, enter_bucket, exit_ts, "
                 "exit_bucket, dwell_s, interaction, reaches, closed_by) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
                 [camera_id, event.zone_id, event.track_id, event.enter_ts, kind,
-                 self.store.bucket_for(camera_id, event.enter_ts), *values],
+                 self.store.account(camera_id, event.enter_ts), *values],
             )
 
     def _add_heatmap(self, db, camera_id: str, chunk: HeatmapChunk) -> None:

@@ -63,7 +63,7 @@ def eval_command(paths: tuple[Path, ...], line_texts: tuple[str, ...], config_pa
     from ..assets import ensure_asset
     from ..detect import load_detector
     from . import evaluate_sequence, format_report, peak_rss_mb
-    from .mot import find_sequences, load_sequence
+    from .mot import SequenceError, find_sequences, load_sequence
 
     os.environ.setdefault("YOLO_OFFLINE", "1")
     config = load_config(config_path)
@@ -77,10 +77,12 @@ def eval_command(paths: tuple[Path, ...], line_texts: tuple[str, ...], config_pa
         settings = settings.model_copy(update={"line_rules": PLAIN_RULES})
     model_path = Path(ensure_asset(model or config.detector.model, config.assets_dir))
     detector = load_detector(model_path, config.detector)
-    sequences = [seq for path in paths for seq in find_sequences(path)]
+    try:
+        sequences = [load_sequence(folder) for path in paths for folder in find_sequences(path)]
+    except SequenceError as exc:
+        raise click.ClickException(str(exc)) from None
     reports = []
-    for folder in sequences:
-        sequence = load_sequence(folder)
+    for sequence in sequences:
         report = evaluate_sequence(sequence, detector, trackers, lines, settings, max_frames=max_frames,
                                    baseline_model=None if no_baselines else model_path, baselines=not no_baselines)
         reports.append(report)
