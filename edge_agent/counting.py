@@ -34,7 +34,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Literal
 
 from .geometry import Point, segments_intersect
@@ -128,11 +128,13 @@ class LineCounter:
 
     def __post_init__(self) -> None:
         if self.hysteresis and not self.rules.band:
-            from dataclasses import replace
-
             self.rules = replace(self.rules, band=self.hysteresis)
-        a = self._scaled(self.p1)
-        b = self._scaled(self.p2)
+        self.set_aspect(self.aspect)
+
+    def set_aspect(self, aspect: float) -> None:
+        """Frame width / height: distances are measured in frame heights."""
+        self.aspect = aspect
+        a, b = self._scaled(self.p1), self._scaled(self.p2)
         self._length = ((b[0] - a[0]) ** 2 + (b[1] - a[1]) ** 2) ** 0.5
 
     @property

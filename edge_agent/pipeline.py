@@ -94,8 +94,7 @@ class CameraAnalytics:
         if aspect != self._aspect:
             self._aspect = aspect
             for counter in self.counters:
-                counter.aspect = aspect
-                counter.__post_init__()
+                counter.set_aspect(aspect)
 
     def process(self, detections: sv.Detections, frame_shape: Sequence[int], ts: float,
                 image: np.ndarray | None = None) -> FrameResult:

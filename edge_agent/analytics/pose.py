@@ -14,14 +14,15 @@ from pathlib import Path
 
 import numpy as np
 
+from ..config import ConfigError
 from ..geometry import Point
 
 # COCO-17 keypoint order (Ultralytics *-pose models)
 LEFT_WRIST, RIGHT_WRIST = 9, 10
 
 
-class PoseModelError(RuntimeError):
-    pass
+class PoseModelError(ConfigError):
+    """A configured pose model that cannot be used (shown as a config error)."""
 
 
 @dataclass(frozen=True)

@@ -88,6 +88,8 @@ class SequenceReport:
                 "tracker": report.tracker,
                 "lines": lines,
                 "abs_error": self.abs_error(report.counts),
+                # misses + extras: net counts let an extra hide a miss, this does not
+                "misses_plus_extras": len(report.diagnosis.errors),
                 "baseline_abs_error": {name: self.abs_error(c) for name, c in report.baselines.items()},
                 "mota": report.metrics.mota, "idf1": report.metrics.idf1, "hota": report.metrics.hota,
                 "id_switches": report.metrics.id_switches,
@@ -180,6 +182,8 @@ def format_report(report: SequenceReport, details: bool = False) -> str:
             total += f"; {short.get(name, name)} {theirs} ({ratio})"
         out.append(total)
         errors = tracker["errors"]
+        out.append(f"  crossings: {errors['matched']} counted right, {tracker['misses_plus_extras']} wrong "
+                   "(misses + extras, which net counts partly cancel)")
         out.append(f"  count errors: misses {errors['misses'] or '{}'}; extras {errors['extras'] or '{}'}; "
                    f"held back by rules {tracker['rules_held_back'] or '{}'}")
         if details:

@@ -43,13 +43,15 @@ def _parse_line(text: str) -> LineConfig:
               help="Tracker(s) to evaluate (repeat; default: the configured one).")
 @click.option("--compare-trackers", is_flag=True, help="Evaluate every tracker on the same detections.")
 @click.option("--plain-rules", is_flag=True, help="Count with no rules (every geometric crossing counts).")
+@click.option("--count-on-exit", is_flag=True, help="Count every line in count-on-exit mode.")
 @click.option("--max-frames", type=int, default=None, help="Only the first N frames of each sequence.")
 @click.option("--no-baselines", is_flag=True,
               help="Skip the LineZone/ObjectCounter comparison (keeps torch out of the process).")
 @click.option("--details", is_flag=True, help="List every missed and extra crossing with its cause.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON only.")
 def eval_command(paths: tuple[Path, ...], line_texts: tuple[str, ...], config_path: Path | None, model: str | None,
-                 tracker_kinds: tuple[str, ...], compare_trackers: bool, plain_rules: bool, max_frames: int | None,
+                 tracker_kinds: tuple[str, ...], compare_trackers: bool, plain_rules: bool, count_on_exit: bool,
+                 max_frames: int | None,
                  no_baselines: bool, details: bool, as_json: bool) -> None:
     """Measure counting accuracy on MOTChallenge ground truth (PATHS: sequence
     folders with gt/gt.txt and img1/ or a video, or folders of them).
@@ -68,6 +70,10 @@ def eval_command(paths: tuple[Path, ...], line_texts: tuple[str, ...], config_pa
     os.environ.setdefault("YOLO_OFFLINE", "1")
     config = load_config(config_path)
     lines = [_parse_line(text) for text in line_texts] or None
+    if count_on_exit:
+        from . import DEFAULT_LINES
+
+        lines = [line.model_copy(update={"count_on_exit": True}) for line in (lines or DEFAULT_LINES)]
     kinds = TRACKER_KINDS if compare_trackers else (tracker_kinds or (config.tracker.kind,))
     trackers = [TrackerConfig(**{**config.tracker.model_dump(), "kind": kind}) for kind in kinds]
     settings = config.analytics
