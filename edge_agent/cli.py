@@ -175,7 +175,7 @@ def count(video: Path, line_text: str, in_side: str, model: str | None, config_p
         raise click.BadParameter(str(exc), param_hint="--line") from None
     model_path = ensure_asset(model or config.detector.model, config.assets_dir)
     detector = load_detector(Path(model_path), config.detector)
-    result = count_video(camera, detector, config.tracker, max_frames=max_frames)
+    result = count_video(camera, detector, config.tracker, max_frames=max_frames, settings=config.analytics)
     counts = result.counts["line"]
     output = {"in": counts["in"], "out": counts["out"], "frames": result.frames, "fps": round(result.fps, 1)}
     if as_json:
@@ -258,6 +258,9 @@ main.add_command(sensors)
 from .dashboard.cli import dashboard  # noqa: E402
 
 main.add_command(dashboard)
+from .evaluation.cli import eval_command  # noqa: E402
+
+main.add_command(eval_command)
 
 if __name__ == "__main__":
     main()

@@ -24,6 +24,7 @@ from pydantic import (
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from .sensors.config import SensorsConfig, resolve_nodes
+from .analytics.settings import AnalyticsSettings, LineRulesConfig
 
 Coord = Annotated[float, Field(ge=0.0, le=1.0)]
 Identifier = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")]
@@ -59,8 +60,15 @@ class LineConfig(Strict):
     name: Annotated[str, Field(max_length=64)] | None = None  # shown on the dashboard, any language
     points: list[tuple[Coord, Coord]]
     in_side: Literal["left", "right"] = "right"
-    # Counting rules (issue 8 extends these); defaults keep every genuine crossing.
+    # Counting rules: an absolute dead band (0-1 units) on top of analytics.line_rules
+    # (band relative to body size, cooldown, track quality, ID-switch memory) which
+    # ``rules`` overrides for this line only.
     hysteresis: Annotated[float, Field(ge=0.0, le=0.2)] = 0.0
+    rules: LineRulesConfig | None = None
+    # Decide a track's direction when it leaves the scene (back-and-forth cancels out).
+    count_on_exit: bool = False
+    # Crossings of this line change the store's occupancy (in adds, out subtracts).
+    entrance: bool = True
 
     @field_validator("points")
     @classmethod
@@ -83,6 +91,9 @@ class ZoneConfig(Strict):
     polygon: list[tuple[Coord, Coord]]
     kind: Literal["zone", "shelf", "staff"] = "zone"
     product: str | None = None
+    # Which point of a person's box must be inside: the feet (floor zones, the
+    # default) or the box centre (e.g. a shelf face seen from the front).
+    anchor: Literal["feet", "centre"] = "feet"
 
     @field_validator("polygon")
     @classmethod
@@ -143,9 +154,15 @@ class DetectorConfig(Strict):
 
 
 class TrackerConfig(Strict):
-    """ByteTrack settings; defaults mirror Ultralytics' bytetrack.yaml."""
+    """Tracker settings; thresholds mirror Ultralytics' bytetrack.yaml.
 
-    kind: Literal["bytetrack", "ultralytics-bytetrack", "ultralytics-botsort"] = "bytetrack"
+    ``botsort`` (default) is Roboflow ``trackers``' BoT-SORT without ReID and
+    without camera-motion compensation: Ultralytics' ByteTrack association
+    (score-fused IoU, a second pass for low-confidence boxes, a stricter pass for
+    unconfirmed tracks) without torch. See docs/analytics.md for the measurements.
+    """
+
+    kind: Literal["botsort", "bytetrack", "ultralytics-bytetrack", "ultralytics-botsort"] = "botsort"
     high_threshold: Annotated[float, Field(gt=0, lt=1)] = 0.25
     new_track_threshold: Annotated[float, Field(gt=0, lt=1)] = 0.25
     match_iou: Annotated[float, Field(gt=0, lt=1)] = 0.2
@@ -327,6 +344,7 @@ class AgentConfig(BaseSettings):
     mqtt: MqttConfig = Field(default_factory=MqttConfig)
     dashboard: DashboardConfig = Field(default_factory=DashboardConfig)
     rollup: RollupConfig = Field(default_factory=RollupConfig)
+    analytics: AnalyticsSettings = Field(default_factory=AnalyticsSettings)
     timezone: str = "UTC"
     sensors: SensorsConfig | None = None  # ESPHome sensor nodes on the store's broker (issue 5)
 

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 import cv2
 
+from .analytics.settings import AnalyticsSettings
 from .config import CameraConfig, TrackerConfig
 from .detect import Detector
 from .pipeline import CameraAnalytics, FrameResult
@@ -34,13 +35,14 @@ def count_video(
     tracker: TrackerConfig,
     max_frames: int | None = None,
     on_frame: Callable[[int, FrameResult], None] | None = None,
+    settings: AnalyticsSettings | None = None,
 ) -> CountResult:
     capture = cv2.VideoCapture(str(camera.source))
     if not capture.isOpened():
         raise FileNotFoundError(f"cannot open video {camera.source}")
     fps = capture.get(cv2.CAP_PROP_FPS) or 0.0
     fps = fps if 0 < fps < 240 else 25.0
-    analytics = CameraAnalytics(camera, tracker, fps)
+    analytics = CameraAnalytics(camera, tracker, fps, settings=settings)
     result = CountResult(counts={line.id: {"in": 0, "out": 0} for line in camera.lines})
     started = time.perf_counter()
     try:
@@ -55,6 +57,9 @@ def count_video(
             if on_frame is not None:
                 on_frame(result.frames, frame_result)
             result.frames += 1
+        # the video ends: crossings still held by the rules (cooldown, young tracks) are decided now
+        for crossing in analytics.finish(result.frames / fps).crossings:
+            result.counts[crossing.line_id][crossing.direction] += 1
     finally:
         capture.release()
     result.seconds = time.perf_counter() - started

@@ -60,9 +60,13 @@ def apply_config(agent: Agent, new: AgentConfig) -> dict:
                         restart.append(f"cameras.{camera.id}")
                     elif (camera.lines, camera.zones) != (before.lines, before.zones) and camera.id in agent.cameras:
                         runtime = agent.cameras[camera.id]
-                        analytics = runtime.analytics
-                        runtime.analytics = type(analytics)(camera, new.tracker, camera.fps_cap or 30.0,
-                                                            tracker=analytics.tracker)
+                        with runtime.lock:
+                            # Visits in the old zones end and held crossings are decided first.
+                            agent.finish_camera(camera.id, runtime, how="layout")
+                            old_analytics = runtime.analytics
+                            runtime.analytics = type(old_analytics)(
+                                camera, new.tracker, camera.fps_cap or 30.0, tracker=old_analytics.tracker,
+                                settings=new.analytics, pose=agent.pose)
                         cameras.append(camera.id)
                         applied.append(f"cameras.{camera.id}.lines/zones")
                 new_ids = {c.id for c in new.cameras}

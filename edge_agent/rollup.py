@@ -264,3 +264,5 @@ def _write_window(store: Store, db: sqlite_utils.Database, identity: Identity,
         "VALUES (?, ?, ?, ?, ?, ?, ?)",
         [granularity, camera_id, start, end, frames, payload["id"], iso_utc(time.time())],
     )
+# Store analytics sections (occupancy, zones, shelves, heatmap, staff) register themselves.
+from .analytics import sections as _analytics_sections  # noqa: E402,F401

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from apscheduler.schedulers.background import BackgroundScheduler
 
+from .analytics.recorder import AnalyticsRecorder
 from .assets import ensure_asset
 from .capture import CameraReader, Frame
 from .config import AgentConfig
@@ -35,7 +36,10 @@ class CameraRuntime:
     analytics: CameraAnalytics
     frames_processed: int = 0
     crossings: int = 0
+    last_ts: float | None = None
     recent: list[float] = field(default_factory=list)  # processing times, for fps
+    # Held while analytics state changes hands (a frame's results, a layout swap, shutdown).
+    lock: threading.Lock = field(default_factory=threading.Lock)
 
     def processing_fps(self, now: float) -> float:
         self.recent = [t for t in self.recent if now - t <= 5.0]
@@ -58,6 +62,8 @@ class Agent:
         self.max_frames = max_frames
         self.identity = identity_from(config)
         self.store = Store(config.storage.path, config.storage.synchronous)
+        self.recorder = AnalyticsRecorder(self.store)  # zone visits and heatmaps
+        self.pose = None
         self._detector = detector
         self.cameras: dict[str, CameraRuntime] = {}
         self.uplink: Uplink | None = None
@@ -91,12 +97,19 @@ class Agent:
     def start(self) -> None:
         if any(camera.enabled for camera in self.config.cameras):
             _ = self.detector  # fail early on a bad model, before threads start (sensor-only stores have none)
+        analytics = self.config.analytics
+        if analytics.pose_model and any(z.kind == "shelf" for c in self.config.cameras for z in c.zones):
+            from .analytics.pose import PoseEstimator
+
+            self.pose = PoseEstimator(ensure_asset(analytics.pose_model, self.config.assets_dir))
+        self.recorder.sync_layout(self.config)
         for camera in self.config.cameras:
             if not camera.enabled:
                 continue
             reader = CameraReader(camera, realtime=self.realtime, max_frames=self.max_frames)
             fps = camera.fps_cap or 30.0
-            self.cameras[camera.id] = CameraRuntime(reader, CameraAnalytics(camera, self.config.tracker, fps))
+            self.cameras[camera.id] = CameraRuntime(
+                reader, CameraAnalytics(camera, self.config.tracker, fps, settings=analytics, pose=self.pose))
             reader.start()
         if self.config.mqtt.enabled:
             self.uplink = Uplink(self.config.mqtt, self.store, self.identity)
@@ -170,6 +183,9 @@ class Agent:
             self.sensors.stop()  # commits what was received before the last rollup
         if self.scheduler.running:
             self.scheduler.shutdown(wait=True)
+        for camera_id, runtime in self.cameras.items():
+            with runtime.lock:
+                self.finish_camera(camera_id, runtime)
         self.store.flush()
         self.rollup_now()
         if self.uplink is not None:
@@ -186,6 +202,16 @@ class Agent:
     def apply_config(self, new_config: AgentConfig) -> dict:
         """Take a new configuration without a restart where possible (see reload.apply_config)."""
         return apply_config(self, new_config)
+
+    def finish_camera(self, camera_id: str, runtime: CameraRuntime, how: str = "shutdown") -> None:
+        """Decide held crossings, close open visits, commit the last heatmap minute
+        (at shutdown, or before a layout swap). Call with ``runtime.lock`` held."""
+        if runtime.last_ts is None:
+            return
+        result = runtime.analytics.finish(runtime.last_ts, how)
+        self.recorder.record(camera_id, result)
+        self.store.record(camera_id, runtime.last_ts, result.crossings, frames=0)
+        runtime.last_ts = None
 
     # -- main loop ------------------------------------------------------------------------
     def run(self, duration: float | None = None) -> None:
@@ -219,8 +245,11 @@ class Agent:
         detections = self.detector.detect([frame.image], imgsz=camera.imgsz)[0]
         self.detect_ms.append((time.perf_counter() - started) * 1000)
         del self.detect_ms[:-100]
-        result = runtime.analytics.process(detections, frame.image.shape, frame.ts)
-        self.store.record(camera_id, frame.ts, result.crossings)
+        with runtime.lock:
+            result = runtime.analytics.process(detections, frame.image.shape, frame.ts, image=frame.image)
+            self.recorder.record(camera_id, result)  # before store.record moves the watermark
+            self.store.record(camera_id, frame.ts, result.crossings)
+            runtime.last_ts = frame.ts
         runtime.frames_processed += 1
         runtime.crossings += len(result.crossings)
         runtime.recent.append(time.time())

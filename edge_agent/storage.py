@@ -195,6 +195,7 @@ MIGRATIONS: list[tuple[str, Migration | str]] = [
     ("0200_sensors", "edge_agent.sensors.schema:migrate"),
     ("0300_dashboard", "edge_agent.dashboard.schema:migrate"),
     ("0301_pos_receipts", "edge_agent.pos:migrate"),
+    ("0100_analytics", "edge_agent.analytics.schema:migrate"),
 ]
 
 
@@ -298,6 +299,14 @@ class Store:
         if rolled is not None and minute <= rolled:
             return next_minute(rolled)
         return minute
+
+    def account(self, camera_id: str, ts: float) -> str:
+        """The bucket for a row written beside the events (zone visits, sensor
+        readings): like ``bucket_for``, and that minute is sure to be rolled up."""
+        with self.lock:
+            bucket = self.bucket_for(camera_id, ts)
+            self._frames.setdefault((camera_id, bucket), 0)
+            return bucket
 
     def record(self, camera_id: str, ts: float, crossings: Iterable[Crossing] = (), frames: int = 1,
                flush_every: float = 1.0) -> None:
