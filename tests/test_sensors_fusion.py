@@ -65,7 +65,9 @@ class CameraScript:
         """One person walks across the door line (top → bottom is in)."""
         ys = np.linspace(0.2, 0.8, 12) if direction == "in" else np.linspace(0.8, 0.2, 12)
         crossings = []
-        for y in list(ys) + [None, None, None]:
+        # Then 1.5 s with nobody: the counting rules hold a crossing for their 1 s
+        # cooldown (against jitter) before it is committed, as the live agent's next frames would.
+        for y in list(ys) + [None] * 15:
             self.ts += 1 / self.fps
             if y is None:
                 detections = sv.Detections.empty()
