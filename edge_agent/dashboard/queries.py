@@ -19,7 +19,7 @@ from zoneinfo import ZoneInfo
 
 import sqlite_utils
 
-from ..storage import iso_utc, minute_of
+from ..storage import next_minute, iso_utc, minute_of
 
 Granularity = Literal["hour", "day"]
 
@@ -61,13 +61,25 @@ def today_counts(db: sqlite_utils.Database, now: float, timezone: str, exclude: 
     total_out = sum(entry["out"] for key, entry in lines.items() if key not in exclude)
     for key, entry in lines.items():
         entry["entrance"] = key not in exclude
+    occupancy = store_occupancy(db, now)
     return {
         "since": since,
         "in": total_in,
         "out": total_out,
-        "occupancy": max(0, total_in - total_out),
+        "occupancy": occupancy["now"],
+        "occupancy_drift": occupancy["since_reset"]["clamped_outs"],
         "lines": list(lines.values()),
     }
+
+
+def store_occupancy(db: sqlite_utils.Database, now: float) -> dict:
+    """The analytics' occupancy (never negative, reset at closing time) up to now:
+    the same figure the rollups carry."""
+    from ..analytics.sections import occupancy
+    from ..rollup import Window
+
+    minute = minute_of(now)
+    return occupancy(db, Window("", minute, next_minute(minute)))["store"]
 
 
 def recent_minutes(db: sqlite_utils.Database, now: float, minutes: int = 30) -> list[dict]:
