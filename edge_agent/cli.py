@@ -51,8 +51,10 @@ def main(verbose: bool) -> None:
 
 
 def _run_agent(config: AgentConfig, duration: float | None, announce: str | None = None) -> None:
+    from .ops.logs import configure_logging
     from .runtime import Agent
 
+    configure_logging(config.logging, verbose=logging.getLogger().level == logging.DEBUG)
     agent = Agent(config)
     signal.signal(signal.SIGTERM, lambda *_: agent.stop())
     signal.signal(signal.SIGINT, lambda *_: agent.stop())
@@ -232,8 +234,10 @@ def models_export(model: str, fmt: str, imgsz: int, assets_dir: Path | None) -> 
 
 # Command groups that live in their own modules.
 from .hq.cli import hq  # noqa: E402
+from .ops.doctor import doctor  # noqa: E402
 
 main.add_command(hq)
+main.add_command(doctor)
 
 if __name__ == "__main__":
     main()

@@ -64,6 +64,10 @@ class Agent:
         # detection thread: keep them quick (snapshots, live feeds, fusion).
         self.frame_observers: list[Callable[[Frame, FrameResult], None]] = []
         self._stop = threading.Event()
+        # Monotonic time the detection loop last went round; the systemd watchdog
+        # (ops/watchdog.py) pings only while it moves. Any loop rewrite must keep setting it.
+        self.loop_heartbeat: float | None = None
+        self.ops = None  # ops.Ops: readiness, watchdog, metrics port (attached at the end of start)
 
     @property
     def detector(self) -> Detector:
@@ -95,6 +99,9 @@ class Agent:
 
             self.dashboard = DashboardServer(self)
             self.dashboard.start()
+        from .ops import attach
+
+        self.ops = attach(self)
 
     def schedule(self, name: str, func, seconds: float) -> None:
         state = self.jobs.setdefault(name, {"last_run": None, "last_error": None, "runs": 0})
@@ -119,6 +126,8 @@ class Agent:
         self._stop.set()
 
     def shutdown(self) -> None:
+        if self.ops is not None:
+            self.ops.stop()
         for runtime in self.cameras.values():
             runtime.reader.stop()
         if self.scheduler.running:
@@ -142,6 +151,7 @@ class Agent:
         order = list(self.cameras)
         position = 0
         while not self._stop.is_set():
+            self.loop_heartbeat = time.monotonic()
             if deadline and time.monotonic() >= deadline:
                 break
             if order and all(self.cameras[c].reader.finished for c in order):

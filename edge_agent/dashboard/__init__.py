@@ -24,6 +24,7 @@ from starlette.middleware.gzip import GZipMiddleware
 from starlette.requests import Request
 
 from .. import __version__
+from ..ops.metrics import mount_metrics
 from ..storage import open_readonly
 from .queries import recent_minutes, today_counts
 
@@ -76,6 +77,7 @@ def create_app(agent: Agent) -> FastAPI:
     def health():
         return agent.health()
 
+    mount_metrics(app, agent)  # /metrics (Prometheus), unless metrics.port gives it a port of its own
     return app
 
 
