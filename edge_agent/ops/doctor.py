@@ -399,11 +399,12 @@ def check_clock(now: float | None = None) -> Check:
                     "the box has no real time yet: check network access to the NTP servers (chronyc sources)")
     tracking = _run(["chronyc", "-n", "tracking"])
     if tracking is not None:
-        fields = dict(line.split(":", 1) for line in tracking.splitlines() if ":" in line)
-        leap = fields.get("Leap status", "").strip()
-        source = fields.get("Reference ID", "").strip()
+        fields = {key.strip(): value.strip() for key, value in
+                  (line.split(":", 1) for line in tracking.splitlines() if ":" in line)}
+        leap = fields.get("Leap status", "")
+        source = fields.get("Reference ID", "")
         if leap == "Normal":
-            offset = fields.get("System time", "").strip()
+            offset = fields.get("System time", "")
             return ok("clock", f"{stamp}, synchronised by chrony ({source}; {offset})")
         return fail("clock", f"{stamp}, chrony is not synchronised (leap status: {leap or 'unknown'})",
                     "check that the NTP servers in the inventory are reachable: chronyc sources -v")
