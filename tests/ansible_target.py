@@ -110,9 +110,19 @@ def build_rootfs(target: Path, log: Path, prefetch: list[str] = ()) -> float:
         (partial / ".complete").write_text("")
         shutil.rmtree(golden, ignore_errors=True)
         partial.rename(golden)
+        for stale in golden.parent.glob(f"{SUITE}-*"):  # images made for another package list
+            if stale != golden:
+                shutil.rmtree(stale, ignore_errors=True)
     subprocess.run(["cp", "-a", "--reflink=auto", f"{golden}/.", str(target)], check=True)
     (target / ".complete").unlink(missing_ok=True)
     return time.monotonic() - started
+
+
+def _die_with_parent() -> None:
+    import ctypes
+
+    PR_SET_PDEATHSIG = 1
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
 class BootedTarget:
@@ -140,10 +150,12 @@ class BootedTarget:
 
     def boot(self, timeout: float = 60.0) -> None:
         with self.console.open("wb") as out:
+            # If the test process dies without cleaning up, unshare is killed and takes
+            # the box's PID 1, and so every process of the box, with it (--kill-child).
             self.process = subprocess.Popen(
-                ["unshare", "--fork", "--pid", "--mount", "--propagation", "private",
+                ["unshare", "--fork", "--pid", "--mount", "--propagation", "private", "--kill-child=SIGKILL",
                  "bash", "-c", BOOT_SCRIPT, "boot", str(self.root)],
-                stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+                stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, preexec_fn=_die_with_parent)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:

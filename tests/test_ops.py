@@ -197,6 +197,8 @@ def test_watchdog_pings_only_while_loop_and_scheduler_are_alive(tmp_path, assets
 # -- metrics -------------------------------------------------------------------------------
 def scrape(url: str) -> dict[tuple[str, tuple], float]:
     with urllib.request.urlopen(url, timeout=10) as response:
+        assert response.geturl() == url, "redirected"  # Prometheus should get the page itself
+        assert response.headers["Content-Type"].startswith("text/plain; version=")
         text = response.read().decode()
     samples = {}
     for family in text_string_to_metric_families(text):

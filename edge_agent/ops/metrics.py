@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from prometheus_client import CollectorRegistry, PlatformCollector, ProcessCollector, make_asgi_app
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, PlatformCollector, ProcessCollector, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, InfoMetricFamily, Metric
 from prometheus_client.exposition import start_http_server
 from prometheus_client.registry import Collector
@@ -173,8 +173,16 @@ def registry_for(agent: Agent) -> CollectorRegistry:
 def mount_metrics(app, agent: Agent) -> None:
     """Serve ``/metrics`` on the dashboard's FastAPI app unless metrics have a port of their own."""
     settings = getattr(agent.config, "metrics", None)
-    if settings is not None and settings.enabled and settings.port is None:
-        app.mount("/metrics", make_asgi_app(registry_for(agent)))
+    if settings is None or not settings.enabled or settings.port is not None:
+        return
+    from starlette.responses import Response
+
+    registry = registry_for(agent)
+
+    def metrics(request) -> Response:  # a plain route: /metrics answers without a redirect to /metrics/
+        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+
+    app.add_route("/metrics", metrics, include_in_schema=False)
 
 
 class MetricsServer:
