@@ -52,8 +52,10 @@ def main(verbose: bool) -> None:
 
 def _run_agent(config: AgentConfig, duration: float | None, announce: str | None = None,
                config_path: Path | None = None) -> None:
+    from .ops.logs import configure_logging
     from .runtime import Agent
 
+    configure_logging(config.logging, verbose=logging.getLogger().level == logging.DEBUG)
     agent = Agent(config, config_path=config_path)
     signal.signal(signal.SIGTERM, lambda *_: agent.stop())
     signal.signal(signal.SIGINT, lambda *_: agent.stop())
@@ -261,6 +263,9 @@ main.add_command(dashboard)
 from .evaluation.cli import eval_command  # noqa: E402
 
 main.add_command(eval_command)
+from .ops.doctor import doctor  # noqa: E402
+
+main.add_command(doctor)
 
 if __name__ == "__main__":
     main()

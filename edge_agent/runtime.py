@@ -79,6 +79,10 @@ class Agent:
         self._stop = threading.Event()
         self._live_events = live_event_listener(self.store, self.identity)
         self.last_prune = None
+        # Monotonic time the detection loop last went round; the systemd watchdog
+        # (ops/watchdog.py) pings only while it moves. Any loop rewrite must keep setting it.
+        self.loop_heartbeat: float | None = None
+        self.ops = None  # ops.Ops: readiness, watchdog, metrics port (attached at the end of start)
 
     @property
     def detector(self) -> Detector:
@@ -136,6 +140,9 @@ class Agent:
 
             self.dashboard = DashboardServer(self)
             self.dashboard.start()
+        from .ops import attach
+
+        self.ops = attach(self)
 
     def schedule(self, name: str, func, seconds: float) -> None:
         state = self.jobs.setdefault(name, {"last_run": None, "last_error": None, "runs": 0})
@@ -177,6 +184,8 @@ class Agent:
         self._stop.set()
 
     def shutdown(self) -> None:
+        if self.ops is not None:
+            self.ops.stop()
         for runtime in self.cameras.values():
             runtime.reader.stop()
         if self.sensors is not None:
@@ -221,6 +230,7 @@ class Agent:
         order = list(self.cameras)
         position = 0
         while not self._stop.is_set():
+            self.loop_heartbeat = time.monotonic()
             if deadline and time.monotonic() >= deadline:
                 break
             if order and all(self.cameras[c].reader.finished for c in order):

@@ -563,6 +563,11 @@ def create_app(agent: Agent) -> FastAPI:
                                                                   "script-src 'self' 'unsafe-inline'")
         return response
 
+    # /metrics (Prometheus) answers without a login, like any exporter: counters only, no
+    # personal data. `metrics.port` moves it off the dashboard port.
+    from ..ops.metrics import mount_metrics
+
+    mount_metrics(app, agent)
     return app
 
 
