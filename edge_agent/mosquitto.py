@@ -55,11 +55,14 @@ class Mosquitto:
             f"{persistence}"
             # As root, mosquitto would switch to user "mosquitto", who cannot read our
             # private files (password file, certificates, log in a 0700 temp dir).
-            f"{'user root' + chr(10) if os.geteuid() == 0 else ''}"
+            f"{'user root' + chr(10) if os.geteuid() == 0 and not self._extra_sets('user') else ''}"
             f"log_dest file {self.workdir / 'mosquitto.log'}\n"
             "log_type error\nlog_type warning\nlog_type notice\n"
             f"{self.extra}\n"
         )
+
+    def _extra_sets(self, option: str) -> bool:
+        return any(line.split()[:1] == [option] for line in self.extra.splitlines())
 
     def start(self, wait: float = 10.0) -> Mosquitto:
         self.write_config()

@@ -106,6 +106,11 @@ def test_nothing_is_served_without_a_login(agent):
         assert client.get("/login").status_code == 200
         assert client.get("/static/common.js").status_code == 200
         assert client.get("/vendor/plotly.min.js").status_code == 200
+        # The liveness probe (doctor, monitoring) answers without a login and carries no counts.
+        probe = client.get("/healthz").json()
+        assert set(probe) == {"version", "uptime_s", "cameras", "uplink"}
+        assert [set(camera) for camera in probe["cameras"]] == [
+            {"id", "state", "fps", "last_frame_age_s", "reconnects"}] * len(probe["cameras"])
 
 
 def test_login_failures_are_clear_and_rate_limited(agent):

@@ -457,13 +457,25 @@ def create_app(agent: Agent) -> FastAPI:
                        "polygon": zone.polygon, "entries": heat.get(zone.id, 0)} for zone in camera.zones],
         }
 
+    @app.get("/healthz", tags=["health"])
+    def liveness():
+        """No login: what a local probe (``edge-agent doctor``, a load balancer) needs to
+        see the agent alive — version, uptime, each camera's state. No counts."""
+        health = agent.health()
+        return {
+            "version": __version__,
+            "uptime_s": health["uptime_s"],
+            "cameras": [{key: camera.get(key) for key in ("id", "state", "fps", "last_frame_age_s", "reconnects")}
+                        for camera in health["cameras"]],
+            "uplink": {"connected": health["uplink"].get("connected")},
+        }
+
     @app.get("/api/health", tags=["health"])
     def health(session: Session = Depends(viewer)):
         """Cameras (fps, last frame, reconnects), sensor nodes when the agent has them,
         storage (database size, disk, oldest data), uplink, POS feed, scheduled jobs."""
         result = agent.health()
-        budget = getattr(agent.config.storage, "budget_mb", None)
-        result["storage"] = queries.storage_health(db(), agent.config.storage.path, budget)
+        result["storage"] = queries.storage_health(db(), agent.config.storage.path, result["storage"])
         result["pos"] = agent.pos.health() if agent.pos is not None else None
         result.setdefault("sensors", None)
         return result

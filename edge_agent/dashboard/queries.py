@@ -432,31 +432,22 @@ def heatmap_grid(db: sqlite_utils.Database, camera_id: str, start: float, end: f
 
 
 # -- storage ---------------------------------------------------------------------------
-def storage_health(db: sqlite_utils.Database, path: Path, budget_mb: float | None = None) -> dict:
+def storage_health(db: sqlite_utils.Database, path: Path, status: dict) -> dict:
+    """The agent's storage status (size, budget, drops: retention.storage_status)
+    plus what the Health page adds: the disk as a whole and the oldest data kept."""
     path = Path(path).expanduser()
-    size = sum(p.stat().st_size for p in _db_files(path))
     usage = shutil.disk_usage(path.parent)
-    oldest = [row[0] for row in (
-        db.execute("SELECT MIN(ts) FROM events").fetchone(),
-    ) if row[0]]
+    oldest = [row[0] for row in (db.execute("SELECT MIN(ts) FROM events").fetchone(),) if row[0]]
     oldest_visit = db.execute("SELECT MIN(enter_ts) FROM zone_visits").fetchone()[0]
     if oldest_visit is not None:
         oldest.append(iso_utc(oldest_visit))
     return {
+        **status,
         "path": str(path),
-        "database_bytes": size,
-        "budget_bytes": int(budget_mb * 1024 * 1024) if budget_mb else None,
-        "budget_used": round(size / (budget_mb * 1024 * 1024), 4) if budget_mb else None,
+        "database_bytes": status["file_bytes"],
         "disk_total_bytes": usage.total,
         "disk_free_bytes": usage.free,
         "disk_used": round(1 - usage.free / usage.total, 4) if usage.total else None,
         "oldest_data": min(oldest) if oldest else None,
         "events": db.execute("SELECT COUNT(*) FROM events").fetchone()[0],
     }
-
-
-def _db_files(path: Path) -> Iterable[Path]:
-    for suffix in ("", "-wal", "-shm"):
-        candidate = path.with_name(path.name + suffix)
-        if candidate.exists():
-            yield candidate

@@ -248,13 +248,13 @@ def probe_camera(camera: CameraConfig, timeout: float = 15.0) -> Check:
 
 
 def _running_agent_health(config: AgentConfig) -> dict | None:
-    """The running agent's own view (/api/health), or None when it does not answer."""
+    """The running agent's own view (/healthz, no login), or None when it does not answer."""
     if not config.dashboard.enabled:
         return None
     host = config.dashboard.host
     host = f"[{host}]" if ":" in host else host
     try:
-        with urllib.request.urlopen(f"http://{host}:{config.dashboard.port}/api/health", timeout=2) as response:
+        with urllib.request.urlopen(f"http://{host}:{config.dashboard.port}/healthz", timeout=2) as response:
             return json.loads(response.read())
     except (OSError, ValueError, urllib.error.URLError):
         return None
