@@ -467,9 +467,43 @@ def load_config(path: str | Path | None = None, **overrides: Any) -> AgentConfig
         data = _resolve_relative_paths(loaded, path.parent)
     data.update(overrides)
     try:
-        return AgentConfig(**data)
+        config = AgentConfig(**data)
     except ValidationError as exc:
         raise ConfigError(format_validation_error(exc, data)) from None
+    return apply_layout_overlay(config) if path is not None else config
+
+
+def layout_path(config: AgentConfig) -> Path:
+    """Where the dashboard keeps lines and zones when the config file is not the
+    agent's to write (a rollout owns /etc/edge-agent): beside the database."""
+    return config.storage.path.expanduser().parent / "layout.yaml"
+
+
+def apply_layout_overlay(config: AgentConfig) -> AgentConfig:
+    """Lines and zones saved from the dashboard replace the file's for the cameras
+    they name (``{cameras: {<id>: {lines: […], zones: […]}}}``); delete the
+    layout file to go back to the config file's."""
+    path = layout_path(config)
+    if not path.exists():
+        return config
+    try:
+        overlay = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        raise ConfigError(f"{path} (lines and zones saved from the dashboard) cannot be read: {exc}") from None
+    cameras = overlay.get("cameras") if isinstance(overlay, dict) else None
+    if not isinstance(cameras, dict):
+        raise ConfigError(f"{path}: expected 'cameras:' mapping camera ids to their lines and zones")
+    data = config.model_dump()
+    for camera in data["cameras"]:
+        layout = cameras.get(camera["id"])
+        if isinstance(layout, dict):
+            camera["lines"] = layout.get("lines", camera["lines"])
+            camera["zones"] = layout.get("zones", camera["zones"])
+    try:
+        return AgentConfig(**data)
+    except ValidationError as exc:
+        raise ConfigError(f"{path} (lines and zones saved from the dashboard): "
+                          + format_validation_error(exc, data)) from None
 
 
 def _resolve_relative_paths(data: dict[str, Any], base: Path) -> dict[str, Any]:

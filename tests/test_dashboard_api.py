@@ -562,3 +562,34 @@ def test_every_page_and_script_is_served_from_the_box(admin):
         for url in re.findall(r'(?:src|href)="([^"]+)"', html):
             assert url.startswith("/"), f"{path} loads {url} from outside the box"
             assert admin.get(url).status_code == 200, url
+
+
+def test_a_read_only_config_file_keeps_drawn_layouts_beside_the_database(tmp_path):
+    """A rollout owns /etc/edge-agent/agent.yaml and the hardened service cannot write
+    it: Setup saves into layout.yaml beside the database, which load_config applies."""
+    from edge_agent.config import LineConfig, ZoneConfig, layout_path
+    from edge_agent.dashboard.layout import LayoutError, save_layout_overlay
+
+    path = tmp_path / "etc" / "agent.yaml"
+    path.parent.mkdir()
+    text = CONFIG.replace("{source}", "rtsp://cam/stream").replace("path: agent.db",
+                                                                  f"path: {tmp_path / 'data' / 'agent.db'}")
+    path.write_text(text)
+    base = load_config(path)
+    camera = base.cameras[0].model_copy(update={"lines": [
+        LineConfig(id="drawn", points=[(0.3, 0.0), (0.3, 1.0)], in_side="left")]})
+    new = save_layout_overlay(path, camera)
+    assert path.read_text() == text, "the config file is never touched"
+    assert layout_path(new) == tmp_path / "data" / "layout.yaml" and layout_path(new).exists()
+    reloaded = load_config(path).cameras[0]
+    assert [(line.id, line.in_side) for line in reloaded.lines] == [("drawn", "left")]
+    assert [zone.id for zone in reloaded.zones] == ["shelf-a"]
+    # A layout the model refuses is not kept.
+    bad = camera.model_copy(update={"zones": [ZoneConfig.model_construct(
+        id="z", polygon=[(0.1, 0.1), (0.2, 0.2)], kind="zone", product=None)]})
+    with pytest.raises(LayoutError):
+        save_layout_overlay(path, bad)
+    assert [line.id for line in load_config(path).cameras[0].lines] == ["drawn"]
+    # Deleting the layout file goes back to the config file's lines.
+    layout_path(new).unlink()
+    assert [line.id for line in load_config(path).cameras[0].lines] == ["entrance"]

@@ -19,7 +19,8 @@ from pydantic import ValidationError
 from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
 
-from ..config import AgentConfig, CameraConfig, ConfigError, LineConfig, ZoneConfig, format_validation_error, load_config
+from ..config import (AgentConfig, CameraConfig, ConfigError, LineConfig, ZoneConfig, format_validation_error,
+                      layout_path, load_config)
 
 
 class LayoutError(Exception):
@@ -75,8 +76,12 @@ def _zone_yaml(zone: ZoneConfig) -> CommentedMap:
 
 
 def save_layout(config_path: Path, camera: CameraConfig) -> AgentConfig:
-    """Write ``camera``'s lines and zones into ``config_path``; return the new,
-    validated configuration (file + environment, as at start)."""
+    """Write ``camera``'s lines and zones into ``config_path`` when the agent may
+    write it, else into the layout file beside the database (a rollout owns the
+    config file and the service may not write /etc); return the new, validated
+    configuration (file + layout + environment, as at start)."""
+    if not (os.access(config_path.parent, os.W_OK) or os.access(config_path, os.W_OK)):
+        return save_layout_overlay(config_path, camera)
     yaml = YAML()
     yaml.preserve_quotes = True
     yaml.width = 120
@@ -111,9 +116,6 @@ def save_layout(config_path: Path, camera: CameraConfig) -> AgentConfig:
         finally:
             Path(tmp).unlink(missing_ok=True)
         return new_config
-    if not os.access(config_path, os.W_OK):
-        raise LayoutError(409, f"the config file {config_path} is read-only for the agent: "
-                               "make it (or its folder) writable by the agent's user to save from the dashboard")
     # The folder is read-only (e.g. a hardened service) but the file is not: write in place.
     check = _validated_text(new_text, config_path)
     with config_path.open("w", encoding="utf-8") as handle:
@@ -121,6 +123,41 @@ def save_layout(config_path: Path, camera: CameraConfig) -> AgentConfig:
         handle.flush()
         os.fsync(handle.fileno())
     return check
+
+
+def save_layout_overlay(config_path: Path, camera: CameraConfig) -> AgentConfig:
+    """Keep ``camera``'s lines and zones in the layout file (see config.layout_path)."""
+    import yaml as pyyaml
+
+    target = layout_path(_validated(config_path, config_path))
+    try:
+        overlay = pyyaml.safe_load(target.read_text(encoding="utf-8")) if target.exists() else None
+    except (OSError, pyyaml.YAMLError):
+        overlay = None  # a broken layout file is replaced by a good one
+    overlay = overlay if isinstance(overlay, dict) and isinstance(overlay.get("cameras"), dict) else {"cameras": {}}
+    overlay["cameras"][camera.id] = {
+        "lines": [line.model_dump(mode="json", exclude_none=True) for line in camera.lines],
+        "zones": [zone.model_dump(mode="json", exclude_none=True) for zone in camera.zones],
+    }
+    text = "# Lines and zones saved from the dashboard's Setup page; they replace the config file's\n" \
+           "# for these cameras. Delete this file to go back to the config file's.\n" + \
+           pyyaml.safe_dump(overlay, sort_keys=False, allow_unicode=True)
+    previous = target.read_bytes() if target.exists() else None
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".layout-", suffix=".yaml", dir=str(target.parent))
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        handle.write(text)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, target)
+    try:
+        return _validated(config_path, config_path)
+    except LayoutError:
+        if previous is None:
+            target.unlink(missing_ok=True)
+        else:
+            target.write_bytes(previous)
+        raise
 
 
 def _validated(path: Path, original: Path) -> AgentConfig:
