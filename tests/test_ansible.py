@@ -306,8 +306,10 @@ def test_site_playbook_sets_up_a_working_box(target, inventory, hq_broker):
     doctor = target.ssh("runuser -u edge-agent -- /opt/edge-agent/current/bin/edge-agent doctor "
                         "--config /etc/edge-agent/agent.yaml", check=False)
     assert doctor.returncode == 0, doctor.stdout + doctor.stderr
-    for check in ("config", "storage", "disk", "model", "camera door", "broker", "clock"):
+    for check in ("config", "storage", "model", "camera door", "broker", "clock"):
         assert re.search(rf"^  ok    {check} ", doctor.stdout, re.M), doctor.stdout
+    # free space is the host's, not the playbook's: a nearly full CI disk is a warning, never a failure
+    assert re.search(r"^  (ok  |warn)  disk .* budget 1,024 MB", doctor.stdout, re.M), doctor.stdout
     assert "synchronised by chrony (7F000001" in doctor.stdout  # via the store's NTP server
 
     status = status_seen(hq_broker)

@@ -321,9 +321,9 @@ def test_doctor_passes_on_a_working_box_and_names_problems_with_fixes(tmp_path, 
     good = agent_config(tmp_path, assets_dir, clip, mqtt={"enabled": True, "port": broker.port})
     code, out = doctor("--config", str(write_config(tmp_path, good)))
     assert code == 0, out
-    for line in ("ok    config", "ok    storage", "ok    disk", "ok    model", "ok    camera door",
-                 "ok    broker"):
+    for line in ("ok    config", "ok    storage", "ok    model", "ok    camera door", "ok    broker"):
         assert line in out, out
+    assert "ok    disk" in out or "warn  disk" in out, out  # free space is the host's (CI disks run full)
     assert "yolov8n_fp32.onnx loads on" in out and "640x360 frames" in out
 
     broken = dict(good)
