@@ -234,6 +234,9 @@ def models_export(model: str, fmt: str, imgsz: int, assets_dir: Path | None) -> 
 from .hq.cli import hq  # noqa: E402
 
 main.add_command(hq)
+from .fleet import fleet  # noqa: E402
+
+main.add_command(fleet)
 
 if __name__ == "__main__":
     main()

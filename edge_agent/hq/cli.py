@@ -6,3 +6,9 @@ import click
 @click.group("hq")
 def hq() -> None:
     """Headquarters side of the MQTT feed (reference consumers)."""
+
+
+# Commands that live in their own modules.
+from .ingest import ingest  # noqa: E402
+
+hq.add_command(ingest)

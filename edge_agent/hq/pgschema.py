@@ -1,0 +1,330 @@
+"""HQ PostgreSQL schema: versioned migrations for tables, re-applied definitions for views.
+
+Tables change only by appending a migration (never by editing one). Views are
+derived, so they are re-created whenever their SQL changes (their hash is kept
+in ``schema_meta``): the report can follow the payload contract as it grows
+without a data migration. Every worker calls :func:`migrate` at start; an
+advisory lock makes K workers starting together apply each step once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+import psycopg
+
+MIGRATION_LOCK = 0x45444745  # "EDGE": pg_advisory_xact_lock key
+
+MESSAGE_COLUMNS = """
+    org text NOT NULL,
+    store text NOT NULL,
+    device text NOT NULL,
+    seq bigint,
+    schema text NOT NULL,
+    topic text NOT NULL,
+    payload jsonb NOT NULL,
+    received_at timestamptz NOT NULL DEFAULT now()
+"""
+
+MIGRATIONS: list[tuple[str, str]] = [
+    ("0001_fleet_messages", f"""
+        CREATE TABLE rollups (
+            id text PRIMARY KEY,
+            camera text NOT NULL,
+            granularity text NOT NULL,
+            period_start timestamptz NOT NULL,
+            period_end timestamptz NOT NULL,
+            frames integer,
+            visitors_in integer NOT NULL,
+            visitors_out integer NOT NULL,
+            {MESSAGE_COLUMNS}
+        );
+        CREATE INDEX rollups_period ON rollups (org, store, device, camera, granularity, period_start);
+        CREATE INDEX rollups_time ON rollups (period_start);
+        CREATE INDEX rollups_seq ON rollups (org, store, device, seq);
+        CREATE TABLE device_status (
+            id text PRIMARY KEY,
+            state text NOT NULL,
+            ts timestamptz,
+            version text,
+            {MESSAGE_COLUMNS}
+        );
+        CREATE INDEX device_status_device ON device_status (org, store, device, ts);
+        CREATE TABLE device_health (
+            id text PRIMARY KEY,
+            ts timestamptz,
+            {MESSAGE_COLUMNS}
+        );
+        CREATE INDEX device_health_device ON device_health (org, store, device, ts);
+        CREATE TABLE device_events (
+            id text PRIMARY KEY,
+            ts timestamptz,
+            {MESSAGE_COLUMNS}
+        );
+        CREATE INDEX device_events_device ON device_events (org, store, device, ts);
+        -- Well-formed fleet messages of a kind (or major version) this release does not type.
+        CREATE TABLE other_messages (
+            id text PRIMARY KEY,
+            {MESSAGE_COLUMNS}
+        );
+        -- Dead letters: every skipped delivery, with a sample of what arrived.
+        CREATE TABLE ingest_rejects (
+            n bigserial PRIMARY KEY,
+            received_at timestamptz NOT NULL DEFAULT now(),
+            worker text NOT NULL,
+            kind text NOT NULL,
+            reason text NOT NULL,
+            topic text NOT NULL,
+            sample bytea
+        );
+        -- One row per worker process: liveness and counters, updated with every batch.
+        CREATE TABLE ingest_workers (
+            worker text NOT NULL,
+            started_at timestamptz NOT NULL,
+            pid integer,
+            host text,
+            updated_at timestamptz NOT NULL DEFAULT now(),
+            stats jsonb NOT NULL,
+            PRIMARY KEY (worker, started_at)
+        );
+        -- HQ's own reference data: store names and time zones (days are store-local days).
+        CREATE TABLE stores (
+            org text NOT NULL,
+            store text NOT NULL,
+            name text,
+            timezone text NOT NULL DEFAULT 'UTC',
+            region text,
+            PRIMARY KEY (org, store)
+        );
+        -- Point-of-sale transactions per store and hour (imported from the POS system).
+        CREATE TABLE pos_sales (
+            org text NOT NULL,
+            store text NOT NULL,
+            hour timestamptz NOT NULL,
+            transactions integer NOT NULL CHECK (transactions >= 0),
+            revenue numeric,
+            PRIMARY KEY (org, store, hour)
+        );
+    """),
+]
+
+# The report's views. Re-created as one unit when this text changes.
+#
+# Payload tolerance: sections beyond ``lines`` come from other parts of the agent
+# (zones/interactions from the analytics, sensors from the ESPHome nodes) and
+# may be missing; every path below is read with ->/->> and COALESCE, so a store
+# that does not send a section simply contributes no rows to that view.
+VIEWS = r"""
+-- One set of rollups per camera and hour, whatever granularities the device sends:
+-- the hour rollup when it arrived, otherwise that hour's minute rollups; a day
+-- rollup only for days with neither.
+CREATE VIEW v_rollup_base AS
+SELECT r.* FROM rollups r WHERE r.granularity = 'hour'
+UNION ALL
+SELECT r.* FROM rollups r
+WHERE r.granularity = 'minute' AND NOT EXISTS (
+    SELECT 1 FROM rollups h
+    WHERE h.granularity = 'hour' AND h.org = r.org AND h.store = r.store AND h.device = r.device
+      AND h.camera = r.camera AND h.period_start = date_trunc('hour', r.period_start))
+UNION ALL
+SELECT r.* FROM rollups r
+WHERE r.granularity = 'day' AND NOT EXISTS (
+    SELECT 1 FROM rollups f
+    WHERE f.granularity IN ('hour', 'minute') AND f.org = r.org AND f.store = r.store AND f.device = r.device
+      AND f.camera = r.camera AND f.period_start >= r.period_start AND f.period_start < r.period_end);
+
+CREATE VIEW v_store_tz AS
+SELECT DISTINCT r.org, r.store, COALESCE(s.timezone, 'UTC') AS timezone
+FROM (SELECT DISTINCT org, store FROM rollups) r
+LEFT JOIN stores s USING (org, store);
+
+-- Visitors (door line "in" counts summed over the store's cameras) per hour.
+CREATE VIEW v_visitors_hourly AS
+SELECT b.org, b.store,
+       date_trunc('hour', b.period_start) AS hour_utc,
+       (date_trunc('hour', b.period_start) AT TIME ZONE tz.timezone) AS hour_local,
+       SUM(b.visitors_in)::bigint AS visitors_in,
+       SUM(b.visitors_out)::bigint AS visitors_out,
+       COUNT(DISTINCT b.device || '/' || b.camera) AS cameras
+FROM v_rollup_base b JOIN v_store_tz tz USING (org, store)
+GROUP BY b.org, b.store, date_trunc('hour', b.period_start), tz.timezone;
+
+CREATE VIEW v_visitors_daily AS
+SELECT org, store, (hour_local::date) AS day,
+       SUM(visitors_in)::bigint AS visitors_in, SUM(visitors_out)::bigint AS visitors_out,
+       MAX(cameras) AS cameras, COUNT(*) AS hours_with_data
+FROM v_visitors_hourly GROUP BY org, store, hour_local::date;
+
+-- POS transactions per store-local day: imported pos_sales, or a "pos" section if a
+-- device reports one (payload pos.transactions).
+CREATE VIEW v_pos_daily AS
+WITH imported AS (
+    SELECT p.org, p.store, (p.hour AT TIME ZONE COALESCE(s.timezone, 'UTC'))::date AS day,
+           SUM(p.transactions)::bigint AS transactions, SUM(p.revenue) AS revenue
+    FROM pos_sales p LEFT JOIN stores s USING (org, store)
+    GROUP BY 1, 2, 3),
+reported AS (
+    SELECT b.org, b.store, (b.period_start AT TIME ZONE tz.timezone)::date AS day,
+           SUM((b.payload->'pos'->>'transactions')::bigint)::bigint AS transactions,
+           SUM((b.payload->'pos'->>'revenue')::numeric) AS revenue
+    FROM v_rollup_base b JOIN v_store_tz tz USING (org, store)
+    WHERE jsonb_typeof(b.payload->'pos'->'transactions') = 'number'
+    GROUP BY 1, 2, 3)
+SELECT COALESCE(i.org, r.org) AS org, COALESCE(i.store, r.store) AS store, COALESCE(i.day, r.day) AS day,
+       COALESCE(i.transactions, r.transactions) AS transactions, COALESCE(i.revenue, r.revenue) AS revenue
+FROM imported i FULL JOIN reported r ON (i.org, i.store, i.day) = (r.org, r.store, r.day);
+
+CREATE VIEW v_conversion_daily AS
+SELECT v.org, v.store, v.day, v.visitors_in, p.transactions, p.revenue,
+       CASE WHEN v.visitors_in > 0 THEN round(p.transactions::numeric / v.visitors_in, 4) END AS conversion
+FROM v_visitors_daily v JOIN v_pos_daily p USING (org, store, day);
+
+-- Shelf / product areas per rollup. Read from the analytics' "interactions"
+-- section ({zone: {...}}), or from "zones" entries that carry interaction
+-- figures; pick-ups from the same entry or from sensors.shelves.{zone}.
+CREATE VIEW v_shelf_rollups AS
+WITH entries AS (
+    SELECT b.org, b.store, b.device, b.camera, b.period_start, z.key AS zone, z.value AS v
+    FROM v_rollup_base b, jsonb_each(CASE WHEN jsonb_typeof(b.payload->'interactions') = 'object'
+                                          THEN b.payload->'interactions' ELSE '{}'::jsonb END) z
+    WHERE jsonb_typeof(z.value) = 'object'
+    UNION ALL
+    SELECT b.org, b.store, b.device, b.camera, b.period_start, z.key, z.value
+    FROM v_rollup_base b, jsonb_each(CASE WHEN jsonb_typeof(b.payload->'zones') = 'object'
+                                          THEN b.payload->'zones' ELSE '{}'::jsonb END) z
+    WHERE jsonb_typeof(z.value) = 'object' AND (z.value ? 'interactions')
+      AND NOT (jsonb_typeof(b.payload->'interactions') = 'object' AND b.payload->'interactions' ? z.key)),
+pickups AS (
+    SELECT b.org, b.store, b.period_start, s.key AS zone, s.value AS v
+    FROM v_rollup_base b, jsonb_each(CASE WHEN jsonb_typeof(b.payload->'sensors'->'shelves') = 'object'
+                                          THEN b.payload->'sensors'->'shelves' ELSE '{}'::jsonb END) s
+    WHERE jsonb_typeof(s.value) = 'object')
+SELECT e.org, e.store, e.device, e.camera, e.period_start, e.zone,
+       COALESCE(e.v->>'product', e.v->>'label', e.v->>'category', e.zone) AS product,
+       COALESCE(e.v->>'category', e.v->>'product', e.v->>'label', e.zone) AS category,
+       COALESCE(CASE WHEN jsonb_typeof(e.v->'interactions') = 'number' THEN (e.v->>'interactions')::numeric END, 0)
+           AS interactions,
+       COALESCE(CASE WHEN jsonb_typeof(e.v->'unique_visitors') = 'number' THEN (e.v->>'unique_visitors')::numeric END, 0)
+           AS unique_visitors,
+       COALESCE(CASE WHEN jsonb_typeof(e.v->'passers_by') = 'number' THEN (e.v->>'passers_by')::numeric END,
+                CASE WHEN jsonb_typeof(e.v->'passersby') = 'number' THEN (e.v->>'passersby')::numeric END, 0)
+           AS passers_by,
+       COALESCE(CASE WHEN jsonb_typeof(e.v->'pickups') = 'number' THEN (e.v->>'pickups')::numeric END,
+                CASE WHEN jsonb_typeof(p.v->'pickups') = 'number' THEN (p.v->>'pickups')::numeric END, 0)
+           AS pickups
+FROM entries e
+LEFT JOIN pickups p ON (p.org, p.store, p.period_start, p.zone) = (e.org, e.store, e.period_start, e.zone);
+
+CREATE VIEW v_shelf_daily AS
+SELECT s.org, s.store, (s.period_start AT TIME ZONE tz.timezone)::date AS day, s.zone, s.product, s.category,
+       SUM(s.interactions) AS interactions, SUM(s.pickups) AS pickups,
+       SUM(s.passers_by) AS passers_by, SUM(s.unique_visitors) AS unique_visitors
+FROM v_shelf_rollups s JOIN v_store_tz tz USING (org, store)
+GROUP BY 1, 2, 3, 4, 5, 6;
+
+-- Door counts from beam sensors next to the cameras' (sensors.doors.{door}.in/out or
+-- a "beam" entry per line), per store-local day.
+CREATE VIEW v_beam_daily AS
+WITH doors AS (
+    SELECT b.org, b.store, b.period_start, d.value AS v
+    FROM v_rollup_base b, jsonb_each(CASE WHEN jsonb_typeof(b.payload->'sensors'->'doors') = 'object'
+                                          THEN b.payload->'sensors'->'doors' ELSE '{}'::jsonb END) d
+    WHERE jsonb_typeof(d.value) = 'object'
+    UNION ALL
+    SELECT b.org, b.store, b.period_start, l.value->'beam'
+    FROM v_rollup_base b, jsonb_each(CASE WHEN jsonb_typeof(b.payload->'lines') = 'object'
+                                          THEN b.payload->'lines' ELSE '{}'::jsonb END) l
+    WHERE jsonb_typeof(l.value->'beam') = 'object')
+SELECT d.org, d.store, (d.period_start AT TIME ZONE tz.timezone)::date AS day,
+       SUM(CASE WHEN jsonb_typeof(d.v->'in') = 'number' THEN (d.v->>'in')::bigint ELSE 0 END)::bigint AS beam_in,
+       SUM(CASE WHEN jsonb_typeof(d.v->'out') = 'number' THEN (d.v->>'out')::bigint ELSE 0 END)::bigint AS beam_out
+FROM doors d JOIN v_store_tz tz USING (org, store)
+GROUP BY 1, 2, 3;
+
+-- Per device: last word heard, last state, sequence numbers seen vs the span they cover.
+CREATE VIEW v_device_last_seen AS
+WITH seen AS (
+    SELECT org, store, device, MAX(received_at) AS last_received, MAX(period_end) AS last_period_end
+    FROM rollups GROUP BY 1, 2, 3
+    UNION ALL
+    SELECT org, store, device, MAX(received_at), NULL FROM device_status GROUP BY 1, 2, 3
+    UNION ALL
+    SELECT org, store, device, MAX(received_at), NULL FROM device_health GROUP BY 1, 2, 3),
+last_state AS (
+    SELECT DISTINCT ON (org, store, device) org, store, device, state, ts
+    FROM device_status ORDER BY org, store, device, ts DESC NULLS LAST, received_at DESC)
+SELECT s.org, s.store, s.device, MAX(s.last_received) AS last_received, MAX(s.last_period_end) AS last_period_end,
+       ls.state AS last_state, ls.ts AS last_state_at
+FROM seen s LEFT JOIN last_state ls USING (org, store, device)
+GROUP BY s.org, s.store, s.device, ls.state, ls.ts;
+
+CREATE VIEW v_device_seq_gaps AS
+WITH seqs AS (
+    SELECT org, store, device, seq FROM rollups WHERE seq IS NOT NULL
+    UNION SELECT org, store, device, seq FROM device_health WHERE seq IS NOT NULL
+    UNION SELECT org, store, device, seq FROM device_events WHERE seq IS NOT NULL
+    UNION SELECT org, store, device, seq FROM other_messages WHERE seq IS NOT NULL)
+SELECT org, store, device, MIN(seq) AS first_seq, MAX(seq) AS last_seq, COUNT(*) AS received,
+       (MAX(seq) - MIN(seq) + 1 - COUNT(*)) AS missing
+FROM seqs GROUP BY 1, 2, 3;
+
+-- Per camera and store-local day: minutes that were reported with zero frames processed.
+CREATE VIEW v_camera_daily AS
+SELECT r.org, r.store, r.device, r.camera, (r.period_start AT TIME ZONE tz.timezone)::date AS day,
+       COUNT(*) FILTER (WHERE r.granularity = 'minute') AS minutes,
+       COUNT(*) FILTER (WHERE r.granularity = 'minute' AND r.frames = 0) AS dark_minutes
+FROM rollups r JOIN v_store_tz tz USING (org, store)
+GROUP BY 1, 2, 3, 4, 5;
+
+-- Occupancy drift per store-local day: the in/out imbalance (should be ~0 over a
+-- day) and, when the analytics reports it, its own occupancy drift figure.
+CREATE VIEW v_occupancy_daily AS
+SELECT v.org, v.store, v.day, v.visitors_in, v.visitors_out,
+       (v.visitors_in - v.visitors_out) AS imbalance,
+       CASE WHEN v.visitors_in > 0 THEN round(abs(v.visitors_in - v.visitors_out)::numeric / v.visitors_in, 4) END
+           AS imbalance_ratio,
+       o.reported_drift
+FROM v_visitors_daily v
+LEFT JOIN (
+    SELECT b.org, b.store, (b.period_start AT TIME ZONE tz.timezone)::date AS day,
+           MAX(abs(COALESCE(
+               CASE WHEN jsonb_typeof(b.payload->'occupancy'->'drift') = 'number'
+                    THEN (b.payload->'occupancy'->>'drift')::numeric END,
+               CASE WHEN jsonb_typeof(b.payload->'occupancy'->'imbalance') = 'number'
+                    THEN (b.payload->'occupancy'->>'imbalance')::numeric END))) AS reported_drift
+    FROM v_rollup_base b JOIN v_store_tz tz USING (org, store)
+    WHERE jsonb_typeof(b.payload->'occupancy') = 'object'
+    GROUP BY 1, 2, 3) o USING (org, store, day);
+"""
+
+VIEW_NAMES = [
+    "v_occupancy_daily", "v_camera_daily", "v_device_seq_gaps", "v_device_last_seen", "v_beam_daily",
+    "v_shelf_daily", "v_shelf_rollups", "v_conversion_daily", "v_pos_daily", "v_visitors_daily",
+    "v_visitors_hourly", "v_store_tz", "v_rollup_base",
+]
+
+
+def migrate(conn: psycopg.Connection) -> list[str]:
+    """Bring the database to this release's schema; returns the steps applied."""
+    applied_now: list[str] = []
+    with conn.transaction():
+        conn.execute("SELECT pg_advisory_xact_lock(%s)", [MIGRATION_LOCK])
+        conn.execute("CREATE TABLE IF NOT EXISTS schema_migrations (name text PRIMARY KEY, "
+                     "applied_at timestamptz NOT NULL DEFAULT now())")
+        conn.execute("CREATE TABLE IF NOT EXISTS schema_meta (key text PRIMARY KEY, value text NOT NULL)")
+        done = {row[0] for row in conn.execute("SELECT name FROM schema_migrations")}
+        for name, sql in MIGRATIONS:
+            if name not in done:
+                conn.execute(sql)
+                conn.execute("INSERT INTO schema_migrations (name) VALUES (%s)", [name])
+                applied_now.append(name)
+        digest = hashlib.sha256(VIEWS.encode()).hexdigest()
+        row = conn.execute("SELECT value FROM schema_meta WHERE key = 'views'").fetchone()
+        if row is None or row[0] != digest:
+            for view in VIEW_NAMES:
+                conn.execute(f"DROP VIEW IF EXISTS {view} CASCADE")
+            conn.execute(VIEWS)
+            conn.execute("INSERT INTO schema_meta (key, value) VALUES ('views', %s) "
+                         "ON CONFLICT (key) DO UPDATE SET value = excluded.value", [digest])
+            applied_now.append(f"views {digest[:12]}")
+    return applied_now
