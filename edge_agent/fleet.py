@@ -34,6 +34,7 @@ import time
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 
 log = logging.getLogger(__name__)
@@ -406,6 +407,8 @@ def fleet() -> None:
 @click.option("--protocol", type=click.Choice(["5", "3.1.1", "mixed"]), default="5", show_default=True)
 @click.option("--org", default="sim-org", show_default=True)
 @click.option("--topic-prefix", default="smartstore/v1", show_default=True)
+@click.option("--start", metavar="ISO-TIME", default=None,
+              help="First simulated minute (UTC), e.g. 2026-11-20T12:00Z; default: MINUTES before now.")
 @click.option("--tick", type=float, default=0.0, show_default=True,
               help="Wall seconds per simulated minute (0: as fast as the boxes can).")
 @click.option("--offline-fraction", type=click.FloatRange(0, 1), default=0.1, show_default=True)
@@ -418,14 +421,18 @@ def fleet() -> None:
 @click.option("--seed", type=int, default=1, show_default=True)
 @click.option("--backlog-only", is_flag=True, help="Fill the outboxes without connecting (an HQ outage).")
 @click.option("--drain-timeout", type=float, default=300.0, show_default=True)
-def simulate_command(stores, minutes, cameras, brokers, protocol, org, topic_prefix, tick, offline_fraction,
+def simulate_command(stores, minutes, cameras, brokers, protocol, org, topic_prefix, start, tick, offline_fraction,
                      resend_fraction, broken_fraction, processes, workdir, seed, backlog_only, drain_timeout) -> None:
     """Run N simulated stores (real SQLite outbox + real uplink each) until every
     message is acknowledged by the broker; print a JSON summary."""
     if offline_fraction + resend_fraction > 1:
         raise click.BadParameter("--offline-fraction + --resend-fraction must be at most 1")
+    first = None
+    if start:
+        moment = datetime.fromisoformat(start)
+        first = _align((moment if moment.tzinfo else moment.replace(tzinfo=UTC)).timestamp())
     plan = FleetPlan(stores=stores, minutes=minutes, cameras=cameras, brokers=parse_brokers(brokers),
-                     protocol=protocol, org=org, topic_prefix=topic_prefix.strip("/"), tick=tick,
+                     protocol=protocol, org=org, topic_prefix=topic_prefix.strip("/"), start=first, tick=tick,
                      offline_fraction=offline_fraction, resend_fraction=resend_fraction,
                      broken_fraction=broken_fraction, processes=processes, workdir=workdir, seed=seed,
                      connect=not backlog_only, drain_timeout=drain_timeout)

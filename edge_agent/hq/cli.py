@@ -12,3 +12,7 @@ def hq() -> None:
 from .ingest import ingest  # noqa: E402
 
 hq.add_command(ingest)
+from .report import import_group, report  # noqa: E402
+
+hq.add_command(report)
+hq.add_command(import_group)

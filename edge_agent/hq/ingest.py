@@ -21,6 +21,7 @@ from dataclasses import dataclass
 
 import click
 
+from . import require
 from .messages import Reject, Row, parse
 
 log = logging.getLogger(__name__)
@@ -221,6 +222,9 @@ def ingest(db, mqtt_address, amqp_urls, topic_prefix, group, queue, workers, slo
     """
     if bool(mqtt_address) == bool(amqp_urls):
         raise click.UsageError("give exactly one of --mqtt HOST:PORT or --amqp URL (repeatable)")
+    require("psycopg")
+    if amqp_urls:
+        require("pika")
     options = IngestOptions(db=db, mqtt=mqtt_address, amqp=tuple(amqp_urls), topic_prefix=topic_prefix.strip("/"),
                             group=group, queue=queue, batch_size=batch_size, batch_wait=batch_wait,
                             username=username, password=os.environ.get("EDGE_AGENT_HQ_MQTT_PASSWORD"),

@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import hashlib
 
-import psycopg
-
 MIGRATION_LOCK = 0x45444745  # "EDGE": pg_advisory_xact_lock key
 
 MESSAGE_COLUMNS = """
@@ -193,7 +191,7 @@ WITH entries AS (
     FROM v_rollup_base b, jsonb_each(CASE WHEN jsonb_typeof(b.payload->'zones') = 'object'
                                           THEN b.payload->'zones' ELSE '{}'::jsonb END) z
     WHERE jsonb_typeof(z.value) = 'object' AND (z.value ? 'interactions')
-      AND NOT (jsonb_typeof(b.payload->'interactions') = 'object' AND b.payload->'interactions' ? z.key)),
+      AND NOT COALESCE(b.payload->'interactions' ? z.key, false)),
 pickups AS (
     SELECT b.org, b.store, b.period_start, s.key AS zone, s.value AS v
     FROM v_rollup_base b, jsonb_each(CASE WHEN jsonb_typeof(b.payload->'sensors'->'shelves') = 'object'
@@ -304,27 +302,29 @@ VIEW_NAMES = [
 ]
 
 
-def migrate(conn: psycopg.Connection) -> list[str]:
+def migrate(conn) -> list[str]:
     """Bring the database to this release's schema; returns the steps applied."""
+    from psycopg.rows import tuple_row
+
     applied_now: list[str] = []
-    with conn.transaction():
-        conn.execute("SELECT pg_advisory_xact_lock(%s)", [MIGRATION_LOCK])
-        conn.execute("CREATE TABLE IF NOT EXISTS schema_migrations (name text PRIMARY KEY, "
-                     "applied_at timestamptz NOT NULL DEFAULT now())")
-        conn.execute("CREATE TABLE IF NOT EXISTS schema_meta (key text PRIMARY KEY, value text NOT NULL)")
-        done = {row[0] for row in conn.execute("SELECT name FROM schema_migrations")}
+    with conn.transaction(), conn.cursor(row_factory=tuple_row) as cur:
+        cur.execute("SELECT pg_advisory_xact_lock(%s)", [MIGRATION_LOCK])
+        cur.execute("CREATE TABLE IF NOT EXISTS schema_migrations (name text PRIMARY KEY, "
+                    "applied_at timestamptz NOT NULL DEFAULT now())")
+        cur.execute("CREATE TABLE IF NOT EXISTS schema_meta (key text PRIMARY KEY, value text NOT NULL)")
+        done = {row[0] for row in cur.execute("SELECT name FROM schema_migrations").fetchall()}
         for name, sql in MIGRATIONS:
             if name not in done:
-                conn.execute(sql)
-                conn.execute("INSERT INTO schema_migrations (name) VALUES (%s)", [name])
+                cur.execute(sql)
+                cur.execute("INSERT INTO schema_migrations (name) VALUES (%s)", [name])
                 applied_now.append(name)
         digest = hashlib.sha256(VIEWS.encode()).hexdigest()
-        row = conn.execute("SELECT value FROM schema_meta WHERE key = 'views'").fetchone()
+        row = cur.execute("SELECT value FROM schema_meta WHERE key = 'views'").fetchone()
         if row is None or row[0] != digest:
             for view in VIEW_NAMES:
-                conn.execute(f"DROP VIEW IF EXISTS {view} CASCADE")
-            conn.execute(VIEWS)
-            conn.execute("INSERT INTO schema_meta (key, value) VALUES ('views', %s) "
-                         "ON CONFLICT (key) DO UPDATE SET value = excluded.value", [digest])
+                cur.execute(f"DROP VIEW IF EXISTS {view} CASCADE")
+            cur.execute(VIEWS)
+            cur.execute("INSERT INTO schema_meta (key, value) VALUES ('views', %s) "
+                        "ON CONFLICT (key) DO UPDATE SET value = excluded.value", [digest])
             applied_now.append(f"views {digest[:12]}")
     return applied_now
