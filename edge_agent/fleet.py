@@ -190,7 +190,11 @@ class SimulatedStore:
             self.report.broken = ("bumped-camera", "door-drift", "dark-camera")[index % 3]
         third = max(1, plan.minutes // 3)
         self.offline_from, self.offline_until = third, 2 * third
-        self.next_track = 1
+        # A restarted box carries on from its own database: minutes already closed
+        # are not produced again, track ids continue.
+        self.minutes_done = self.store.db.execute(
+            "SELECT COUNT(*) FROM camera_minutes WHERE camera_id = ? AND rolled = 1", [self.cameras[0]]).fetchone()[0]
+        self.next_track = 1 + (self.store.db.execute("SELECT MAX(track_id) FROM events").fetchone()[0] or 0)
 
     # -- uplink -----------------------------------------------------------------
     def connect(self) -> None:
@@ -248,6 +252,8 @@ class SimulatedStore:
 
     def step(self, minute_index: int, minute_start: float) -> None:
         """Produce one minute, and take the uplink down or up as this store's story says."""
+        if minute_index < self.minutes_done:
+            return
         if self.goes_offline and minute_index == self.offline_from and self.uplink is not None:
             self.disconnect()
             self.report.offline_episodes += 1
@@ -290,8 +296,11 @@ def _wait_drained(stores: list[SimulatedStore], deadline: float) -> None:
         time.sleep(0.2)
 
 
-def _run_part(plan: FleetPlan, indexes: list[int], result_queue) -> None:
-    """One process: its stores, minute by minute, then wait for their outboxes to drain."""
+def _run_part(plan: FleetPlan, number: int, indexes: list[int], result_queue) -> None:
+    """One process: its stores, minute by minute, then wait for their outboxes to drain.
+
+    When the process is killed (a power cut for all its boxes), :func:`simulate`
+    starts it again on the same SQLite files, and each store carries on."""
     logging.basicConfig(level=logging.WARNING)
     logging.getLogger("edge_agent.uplink").setLevel(logging.ERROR)  # offline stores are expected
     _raise_fd_limit()
@@ -322,7 +331,7 @@ def _run_part(plan: FleetPlan, indexes: list[int], result_queue) -> None:
         # Stopping an uplink waits for its "offline" status ack: stop them side by side.
         with ThreadPoolExecutor(max_workers=32) as pool:
             list(pool.map(lambda store: store.close(), stores))
-    result_queue.put(reports)
+    result_queue.put((number, reports))
 
 
 def _align(ts: float) -> float:
@@ -341,28 +350,45 @@ def simulate(plan: FleetPlan) -> dict:
     context = multiprocessing.get_context("spawn")
     results = context.Queue()
     began = time.monotonic()
-    procs = [context.Process(target=_run_part, args=(plan, part, results), daemon=True) for part in parts]
-    for proc in procs:
-        proc.start()
-    reports: list[dict] = []
-    finished = 0
-    while finished < len(procs):
+    procs: dict[int, multiprocessing.Process] = {}
+    restarts = 0
+    pid_file = plan.workdir / "fleet-parts.json"
+
+    def launch(number: int) -> None:
+        procs[number] = context.Process(target=_run_part, args=(plan, number, parts[number], results), daemon=True)
+        procs[number].start()
+        pid_file.write_text(json.dumps({str(n): p.pid for n, p in procs.items()}))
+
+    for number in range(len(parts)):
+        launch(number)
+    collected: dict[int, list[dict]] = {}
+    while len(collected) < len(parts):
         try:
-            reports.extend(results.get(timeout=1.0))
-            finished += 1
+            number, part_reports = results.get(timeout=0.5)
+            collected[number] = part_reports
+            continue
         except queue.Empty:
-            dead = [p for p in procs if p.exitcode not in (None, 0)]
-            if dead:
-                raise RuntimeError(f"a fleet process failed (exit code {dead[0].exitcode})") from None
-    for proc in procs:
+            pass
+        for number, proc in list(procs.items()):
+            if number in collected or proc.exitcode is None or proc.exitcode == 0:
+                continue
+            if proc.exitcode > 0 or restarts >= 10 * len(parts):
+                raise RuntimeError(f"fleet process {number} failed (exit code {proc.exitcode})")
+            # Killed by a signal: its boxes lost power. Boot them again.
+            log.warning("fleet process %d was killed (%s); restarting its stores", number, proc.exitcode)
+            restarts += 1
+            launch(number)
+    for proc in procs.values():
         proc.join()
     elapsed = time.monotonic() - began
+    reports = [report for part_reports in collected.values() for report in part_reports]
     return {
         "stores": plan.stores,
         "messages": sum(r["messages"] for r in reports),
         "pending": sum(r["pending"] for r in reports),
         "resent": sum(r["resent"] for r in reports),
         "offline_episodes": sum(r["offline_episodes"] for r in reports),
+        "restarted_processes": restarts,
         "broken": {r["store"]: r["broken"] for r in reports if r["broken"]},
         "seconds": round(elapsed, 2),
         "workdir": str(plan.workdir),

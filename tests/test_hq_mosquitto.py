@@ -59,6 +59,7 @@ def test_thousand_stores_two_workers_one_killed_mid_batch(postgres, hq_broker, t
         assert wait_for_rows(dsn, 300, timeout=180) >= 300, ingest.log_text()
         victim = ingest.pid_of("t1-0")
         locker = lock_rollups_until_workers_wait(dsn, "edge-agent-hq-t1-0")
+        assert fleet.process.poll() is None, "the fleet finished before the fault"
         kill(victim)  # mid-batch: its batch is fetched, its transaction open, nothing acknowledged
         locker.rollback()
         locker.close()
@@ -88,6 +89,7 @@ def test_database_restarted_during_the_run(postgres, hq_broker, tmp_path):
         fleet = Fleet(tmp_path / "stores", [broker], stores=200, minutes=6, prefix="t2/v1", protocol="5",
                       extra=["--tick", "0.5"])
         assert wait_for_rows(dsn, 100) >= 100
+        assert fleet.process.poll() is None, "the fleet finished before the fault"
         postgres.restart("immediate")  # no shutdown checkpoint: crash recovery on start
         time.sleep(1)
         postgres.restart("fast")
