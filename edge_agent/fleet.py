@@ -45,12 +45,12 @@ log = logging.getLogger(__name__)
 # with 250 stores in one process exactly the first 88 could connect.
 MAX_STORES_PER_PROCESS = 100
 
-SHELVES = [  # zone → (product, category)
-    ("shelf-a", "oolong-tea-500ml", "drinks"),
-    ("shelf-b", "matcha-kitkat", "snacks"),
-    ("shelf-c", "sunscreen-spf50", "beauty"),
-    ("shelf-d", "phone-charger-20w", "electronics"),
-    ("shelf-e", "instant-ramen-5pack", "food"),
+SHELVES = [  # (zone, product), least to most popular
+    ("shelf-a", "oolong-tea-500ml"),
+    ("shelf-b", "matcha-kitkat"),
+    ("shelf-c", "sunscreen-spf50"),
+    ("shelf-d", "phone-charger-20w"),
+    ("shelf-e", "instant-ramen-5pack"),
 ]
 
 
@@ -113,11 +113,12 @@ def diurnal(hour: float) -> float:
 
 SIM_TABLES = """
 CREATE TABLE IF NOT EXISTS sim_shelf (
-    camera_id TEXT NOT NULL, minute TEXT NOT NULL, zone TEXT NOT NULL, product TEXT, category TEXT,
-    interactions INTEGER, unique_visitors INTEGER, passers_by INTEGER, pickups INTEGER,
+    camera_id TEXT NOT NULL, minute TEXT NOT NULL, zone TEXT NOT NULL, product TEXT,
+    passers_by INTEGER, interactions INTEGER, unique_visitors INTEGER, pick_ups INTEGER, with_visitor INTEGER,
     PRIMARY KEY (camera_id, minute, zone));
-CREATE TABLE IF NOT EXISTS sim_door_beam (
-    camera_id TEXT NOT NULL, minute TEXT NOT NULL, door TEXT NOT NULL, in_count INTEGER, out_count INTEGER,
+CREATE TABLE IF NOT EXISTS sim_door (
+    camera_id TEXT NOT NULL, minute TEXT NOT NULL, door TEXT NOT NULL,
+    beam_in INTEGER, beam_out INTEGER, camera_in INTEGER, camera_out INTEGER,
     PRIMARY KEY (camera_id, minute, door));
 """
 
@@ -125,36 +126,47 @@ CREATE TABLE IF NOT EXISTS sim_door_beam (
 def register_sim_sections() -> None:
     """Rollup sections for what the simulation makes up besides line crossings.
 
-    They read the simulator's own tables over the rollup's window, exactly like
-    the agent's sections read theirs, and are registered only in simulator
-    processes and only under names no real section has taken.
+    A simulated store has no shelf zones or sensor nodes configured, so the
+    agent's own ``shelves`` (docs/analytics.md) and ``sensors`` (docs/sensors.md)
+    sections would be empty. In simulator processes only, these take their place:
+    same names and payload shapes, read from the simulator's tables over the
+    rollup's window exactly as the real ones read theirs.
     """
-    from .rollup import SECTIONS, Window, section
+    from .rollup import SECTIONS, Window
 
-    if "interactions" not in SECTIONS:
-        @section("interactions")
-        def shelf_interactions(db, window: Window) -> dict:
-            try:
-                rows = db.execute(
-                    "SELECT zone, product, category, SUM(interactions), SUM(unique_visitors), SUM(passers_by), "
-                    "SUM(pickups) FROM sim_shelf WHERE camera_id = ? AND minute >= ? AND minute < ? GROUP BY zone, "
-                    "product, category", [window.camera_id, window.start, window.end]).fetchall()
-            except sqlite3.OperationalError:
-                return {}
-            return {zone: {"product": product, "category": category, "interactions": i, "unique_visitors": u,
-                           "passers_by": p, "pickups": k} for zone, product, category, i, u, p, k in rows}
+    def shelves(db, window: Window) -> dict:
+        rows = db.execute(
+            "SELECT zone, product, SUM(passers_by), SUM(interactions), SUM(unique_visitors) FROM sim_shelf "
+            "WHERE camera_id = ? AND minute >= ? AND minute < ? GROUP BY zone, product ORDER BY zone",
+            [window.camera_id, window.start, window.end]).fetchall()
+        return {zone: {"product": product, "passers_by": p, "interactions": i, "unique_visitors": u, "reaches": 0,
+                       "interaction_rate": round(i / p, 4) if p else None} for zone, product, p, i, u in rows}
 
-    if "sensors" not in SECTIONS:
-        @section("sensors")
-        def door_beams(db, window: Window) -> dict:
-            try:
-                rows = db.execute(
-                    "SELECT door, SUM(in_count), SUM(out_count) FROM sim_door_beam WHERE camera_id = ? "
-                    "AND minute >= ? AND minute < ? GROUP BY door", [window.camera_id, window.start, window.end]
-                ).fetchall()
-            except sqlite3.OperationalError:
-                return {}
-            return {"doors": {door: {"in": i, "out": o} for door, i, o in rows}} if rows else {}
+    def sensors(db, window: Window) -> dict:
+        doors = db.execute(
+            "SELECT door, SUM(beam_in), SUM(beam_out), SUM(camera_in), SUM(camera_out) FROM sim_door "
+            "WHERE camera_id = ? AND minute >= ? AND minute < ? GROUP BY door ORDER BY door",
+            [window.camera_id, window.start, window.end]).fetchall()
+        picks = db.execute(
+            "SELECT zone, product, SUM(pick_ups), SUM(with_visitor) FROM sim_shelf "
+            "WHERE camera_id = ? AND minute >= ? AND minute < ? GROUP BY zone, product ORDER BY zone",
+            [window.camera_id, window.start, window.end]).fetchall()
+        out: dict = {}
+        if doors:
+            out["doors"] = {}
+            for door, beam_in, beam_out, cam_in, cam_out in doors:
+                most = max(cam_in, beam_in) + max(cam_out, beam_out)
+                agreement = (min(cam_in, beam_in) + min(cam_out, beam_out)) / most if most else None
+                out["doors"][door] = {"beam": {"in": beam_in, "out": beam_out}, "recovered": 0,
+                                      "camera": {"in": cam_in, "out": cam_out}, "line": "door",
+                                      "agreement": None if agreement is None else round(agreement, 4)}
+        if picks:
+            out["shelves"] = {zone: {"product": product, "pick_ups": k, "with_visitor": v,
+                                     "nobody_seen": k - v} for zone, product, k, v in picks}
+        return out
+
+    SECTIONS["shelves"] = shelves
+    SECTIONS["sensors"] = sensors
 
 
 class SimulatedStore:
@@ -235,16 +247,17 @@ class SimulatedStore:
             frames = 0 if self.report.broken == "dark-camera" else 600
             minute = minute_of(minute_start)
             with self.store.transaction() as db:
-                db.conn.execute("INSERT OR REPLACE INTO sim_door_beam VALUES (?, ?, 'front', ?, ?)",
-                                [camera, minute, true_in, true_out])
+                db.conn.execute("INSERT OR REPLACE INTO sim_door VALUES (?, ?, 'front', ?, ?, ?, ?)",
+                                [camera, minute, true_in, true_out, seen_in, seen_out])
                 rows = []
-                for zone, product, category in SHELVES:
-                    popularity = 1.0 + SHELVES.index((zone, product, category)) * 0.35
+                for rank, (zone, product) in enumerate(SHELVES):
+                    popularity = 1.0 + rank * 0.35
                     passers = _poisson(self.rng, mean * 1.5)
                     interactions = min(passers, _poisson(self.rng, mean * 0.25 * popularity))
-                    pickups = min(interactions, _poisson(self.rng, mean * 0.1 * popularity))
-                    rows.append((camera, minute, zone, product, category, interactions,
-                                 max(0, interactions - (interactions > 2)), passers, pickups))
+                    pick_ups = _poisson(self.rng, mean * 0.1 * popularity)
+                    with_visitor = min(pick_ups, interactions)
+                    rows.append((camera, minute, zone, product, passers, interactions,
+                                 max(0, interactions - (interactions > 2)), pick_ups, with_visitor))
                 db.conn.executemany("INSERT OR REPLACE INTO sim_shelf VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
             self.store.record(camera, minute_start + 59.5, crossings, frames=frames, flush_every=0)
         close_minutes(self.store, self.identity, {camera: ["door"] for camera in self.cameras},

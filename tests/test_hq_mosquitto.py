@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import time
+from datetime import UTC, date, datetime
 
 import pytest
 
@@ -18,6 +19,8 @@ psycopg = pytest.importorskip("psycopg")
 import paho.mqtt.client as mqtt  # noqa: E402
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion  # noqa: E402
 
+from edge_agent.fleet import SHELVES, committed_messages  # noqa: E402
+from edge_agent.hq import report  # noqa: E402
 from edge_agent.hq.servers import Postgres  # noqa: E402
 from edge_agent.mosquitto import Mosquitto  # noqa: E402
 from hq_fleet import (  # noqa: E402
@@ -55,7 +58,8 @@ def test_thousand_stores_two_workers_one_killed_mid_batch(postgres, hq_broker, t
                     group="t1", log_dir=tmp_path)
     try:
         # Half the stores speak MQTT 5, half 3.1.1; 10 % go offline and come back, 10 % re-send.
-        fleet = Fleet(tmp_path / "stores", [broker], stores=1000, minutes=3, prefix="t1/v1", protocol="mixed")
+        fleet = Fleet(tmp_path / "stores", [broker], stores=1000, minutes=3, prefix="t1/v1", protocol="mixed",
+                      extra=["--broken-fraction", "0.03"])
         assert wait_for_rows(dsn, 300, timeout=180) >= 300, ingest.log_text()
         victim = ingest.pid_of("t1-0")
         locker = lock_rollups_until_workers_wait(dsn, "edge-agent-hq-t1-0")
@@ -77,8 +81,38 @@ def test_thousand_stores_two_workers_one_killed_mid_batch(postgres, hq_broker, t
         with psycopg.connect(dsn) as conn:
             stores_online = conn.execute("SELECT COUNT(DISTINCT store) FROM device_status").fetchone()[0]
         assert stores_online == 1000
+        check_reports_against_the_outboxes(dsn, tmp_path / "stores", summary["broken"])
     finally:
         ingest.stop()
+
+
+def check_reports_against_the_outboxes(dsn, workdir, broken: dict[str, str]) -> None:
+    """The report's numbers, recomputed from what the stores sent."""
+    payloads = [json.loads(p) for p in committed_messages(workdir).values()]
+    with report.connect(dsn) as conn:
+        day = report.visitors(conn, "day", across=True)
+        assert [(r["period"], r["stores"]) for r in day] == [(date(2026, 11, 20), 1000)]
+        assert day[0]["visitors_in"] == sum(line["in"] for p in payloads for line in p["lines"].values())
+        ranking = report.livestream(conn, as_of=date(2026, 11, 21), top=None)
+        interactions = {}
+        for p in payloads:
+            for shelf in p["shelves"].values():
+                interactions[shelf["product"]] = interactions.get(shelf["product"], 0) + shelf["interactions"]
+        assert {r["product"]: r["interactions"] for r in ranking} == interactions
+        # The simulator makes each shelf more popular than the one before it.
+        assert [r["product"] for r in ranking] == [product for _, product in reversed(SHELVES)]
+        problems = report.broken(conn, as_of=datetime(2026, 11, 21, tzinfo=UTC), min_visitors=1)
+    dark = {r["store"] for r in problems if r["problem"] == "dark_camera"}
+    assert dark == {store for store, kind in broken.items() if kind == "dark-camera"} != set()
+    beams: dict[str, list[int]] = {}
+    for p in payloads:
+        front = p["sensors"]["doors"]["front"]
+        totals = beams.setdefault(p["store"], [0, 0])
+        totals[0] += front["camera"]["in"]
+        totals[1] += front["beam"]["in"]
+    disagreeing = {store for store, (cam, beam) in beams.items() if abs(cam - beam) / max(cam, beam, 1) > 0.15}
+    assert disagreeing and disagreeing <= {store for store, kind in broken.items() if kind == "bumped-camera"}
+    assert {r["store"] for r in problems if r["problem"] == "camera_beam_disagreement"} == disagreeing
 
 
 def test_database_restarted_during_the_run(postgres, hq_broker, tmp_path):

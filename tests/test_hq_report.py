@@ -57,26 +57,37 @@ MESSAGES = [
     rollup("s1", "d1", "c1", "minute", "2026-11-20T16:01", "2026-11-20T16:02", 4, door(5, 1)),
     # …and the device's hour rollup for 16:00Z, which takes the place of that hour's minutes.
     rollup("s1", "d1", "c1", "hour", "2026-11-20T16:00", "2026-11-20T17:00", 5, door(40, 30)),
-    # s1 shelf data in the "zones" shape with pick-ups from the load cell (sensors.shelves).
+    # s1 shelf data (analytics "shelves") with pick-ups from its load cell (sensors.shelves).
     rollup("s1", "d1", "c1", "minute", "2026-11-19T04:00", "2026-11-19T04:01", 6, door(0, 0),
-           zones={"shelf-a": {"product": "tea", "interactions": 5, "passers_by": 50}, "aisle": {"occupancy": 3}},
-           sensors={"shelves": {"shelf-a": {"pickups": 1}}}),
-    # s2 (UTC, no stores row): an "interactions" section this week and the week before.
+           shelves={"shelf-a": {"product": "tea", "passers_by": 50, "interactions": 5, "unique_visitors": 4,
+                                "reaches": 0, "interaction_rate": 0.1}},
+           sensors={"shelves": {"shelf-a": {"product": "tea", "pick_ups": 1, "with_visitor": 1}}}),
+    # s2 (UTC, no stores row): shelves this week and the week before.
     rollup("s2", "d2", "c1", "minute", "2026-11-18T10:00", "2026-11-18T10:01", 1, door(1, 1),
-           interactions={"shelf-a": {"product": "tea", "category": "drinks", "interactions": 10, "passers_by": 100,
-                                     "pickups": 2},
-                         "shelf-b": {"product": "ramen", "category": "food", "interactions": 30, "passers_by": 60,
-                                     "pickups": 9}}),
+           shelves={"shelf-a": {"product": "tea", "passers_by": 100, "interactions": 10, "unique_visitors": 9},
+                    "shelf-b": {"product": "ramen", "passers_by": 60, "interactions": 30, "unique_visitors": 25}},
+           sensors={"shelves": {"shelf-a": {"product": "tea", "pick_ups": 2, "with_visitor": 1},
+                                "shelf-b": {"product": "ramen", "pick_ups": 9, "with_visitor": 6}},
+                    "presence": {"aisle": {"activations": 3}}}),
     rollup("s2", "d2", "c1", "minute", "2026-11-10T10:00", "2026-11-10T10:01", 2, door(0, 0),
-           interactions={"shelf-a": {"product": "tea", "interactions": 20, "passers_by": 100, "pickups": 4},
-                         "shelf-b": {"product": "ramen", "interactions": 15, "passers_by": 60, "pickups": 3}}),
-    # s2 on 20 Nov: cameras count 25 in, the door beam 40 (seq 3 never arrives: 4 follows 2).
+           shelves={"shelf-a": {"product": "tea", "passers_by": 100, "interactions": 20},
+                    "shelf-b": {"product": "ramen", "passers_by": 60, "interactions": 15},
+                    "broken-entry": "not an object"},
+           sensors={"shelves": {"shelf-a": {"pick_ups": 4}, "shelf-b": {"pick_ups": 3}}}),
+    # s2 on 20 Nov: at the door with both, the camera counts 25 in, the beam 40 (seq 3 never arrives).
     rollup("s2", "d2", "c1", "minute", "2026-11-20T10:00", "2026-11-20T10:01", 4, door(25, 25),
-           sensors={"doors": {"front": {"in": 40, "out": 39}}}),
+           sensors={"doors": {"front": {"beam": {"in": 40, "out": 39}, "camera": {"in": 25, "out": 25},
+                                        "line": "door", "agreement": 0.6},
+                              "side": {"beam": {"in": 500, "out": 500}}}}),  # beam-only: nothing to compare
     # s4: a one-way door line (100 in, 50 out) and a camera that processed no frames.
     rollup("s4", "d4", "c1", "minute", "2026-11-20T12:00", "2026-11-20T12:01", 1, door(100, 50)),
     rollup("s4", "d4", "c9", "minute", "2026-11-20T12:00", "2026-11-20T12:01", 2, door(0, 0), frames=0),
     rollup("s4", "d4", "c9", "minute", "2026-11-20T12:01", "2026-11-20T12:02", 3, door(0, 0), frames=0),
+    # s5: the door lines balance (50/48) but the store box reports drift since its reset.
+    rollup("s5", "d5", "c1", "minute", "2026-11-20T20:00", "2026-11-20T20:01", 1, door(50, 48),
+           occupancy={"store": {"now": 20, "peak": 21, "in": 50, "out": 48, "imbalance": 2,
+                                "since_reset": {"in": 50, "out": 30, "imbalance": 20, "clamped_outs": 0}},
+                      "zones": {}}),
     # s3: heard from once, long ago.
     rollup("s3", "d3", "c1", "minute", "2026-11-20T08:00", "2026-11-20T08:01", 1, door(1, 1)),
 ]
@@ -127,8 +138,8 @@ def test_visitors_by_local_hour(conn):
 
 def test_visitors_across_stores(conn):
     rows = report.visitors(conn, "day", since=date(2026, 11, 20), until=date(2026, 11, 21), across=True)
-    # 20 Nov: s1 5 + s2 25 + s4 100 + 0 + s3 1
-    assert [(r["period"], r["stores"], r["visitors_in"]) for r in rows] == [(date(2026, 11, 20), 4, 131)]
+    # 20 Nov: s1 5 + s2 25 + s4 100 + 0 + s5 50 + s3 1
+    assert [(r["period"], r["stores"], r["visitors_in"]) for r in rows] == [(date(2026, 11, 20), 5, 181)]
 
 
 def test_conversion_where_pos_data_exists(conn, db, tmp_path):
@@ -150,13 +161,16 @@ def test_conversion_where_pos_data_exists(conn, db, tmp_path):
 def test_livestream_ranking_with_week_over_week(conn):
     rows = report.livestream(conn, as_of=date(2026, 11, 21))
     plain = [{k: report._plain(v) for k, v in r.items()} for r in rows]
-    assert [(r["rank"], r["product"], r["stores"], r["interactions"], r["pickups"], r["passers_by"]) for r in plain] == [
-        (1, "ramen", 1, 30, 9, 60), (2, "tea", 2, 15, 3, 150)]
+    assert [(r["rank"], r["product"], r["stores"], r["interactions"], r["pickups"], r["pickups_with_visitor"],
+             r["passers_by"]) for r in plain] == [(1, "ramen", 1, 30, 9, 6, 60), (2, "tea", 2, 15, 3, 2, 150)]
     ramen, tea = plain
-    assert ramen["interaction_rate"] == 0.5 and ramen["interactions_wow_pct"] == 100.0 and ramen["pickups_wow_pct"] == 200.0
+    assert ramen["interaction_rate"] == 0.5 and ramen["interactions_wow_pct"] == 100.0
+    assert ramen["pickups_wow_pct"] == 200.0 and ramen["pickup_rate"] == 0.3
     assert tea["interaction_rate"] == 0.1 and tea["prev_interactions"] == 20 and tea["interactions_wow_pct"] == -25.0
     by_rate = report.livestream(conn, as_of=date(2026, 11, 21), rank_by="rate", level="zone")
     assert [(r["rank"], r["zone"]) for r in by_rate] == [(1, "shelf-b"), (2, "shelf-a")]
+    one_store = report.livestream(conn, as_of=date(2026, 11, 21), store="s1")
+    assert [(r["product"], r["interactions"], r["prev_interactions"]) for r in one_store] == [("tea", 5, None)]
 
 
 def test_broken_data_is_found(conn):
@@ -168,9 +182,11 @@ def test_broken_data_is_found(conn):
         ("s2", "camera_beam_disagreement"),
         ("s4", "occupancy_drift"),
         ("s4", "dark_camera"),
+        ("s5", "occupancy_drift"),
     }, rows
     beam = next(r for r in rows if r["problem"] == "camera_beam_disagreement")
     assert float(beam["value"]) == round(15 / 40, 4)
+    assert float(next(r for r in rows if r["store"] == "s5")["value"]) == 0.4
     assert next(r for r in rows if r["problem"] == "dark_camera")["device"] == "d4/c9"
 
 
@@ -187,7 +203,7 @@ def test_report_cli_csv_and_json(db):
     assert data[-1] == {"org": "o", "store": "s1", "period": "2026-11-21", "visitors_in": 40, "visitors_out": 30,
                         "cameras": 1}
     problems = json.loads(run("broken", "--as-of", AS_OF.isoformat(), "--format", "json"))
-    assert len(problems) == 5
+    assert len(problems) == 6
 
 
 def test_bad_database_address_is_one_clear_line():

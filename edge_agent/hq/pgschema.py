@@ -109,9 +109,10 @@ MIGRATIONS: list[tuple[str, str]] = [
 # The report's views. Re-created as one unit when this text changes.
 #
 # Payload tolerance: sections beyond ``lines`` come from other parts of the agent
-# (zones/interactions from the analytics, sensors from the ESPHome nodes) and
-# may be missing; every path below is read with ->/->> and COALESCE, so a store
-# that does not send a section simply contributes no rows to that view.
+# (docs/analytics.md: occupancy, shelves; docs/sensors.md: sensors) and may be
+# missing or, from a misbehaving device, of the wrong type; every path below is
+# read with ->/->>, jsonb_typeof checks and COALESCE, so a store that does not
+# send a section contributes no rows to that view and never breaks it.
 VIEWS = r"""
 -- One set of rollups per camera and hour, whatever granularities the device sends:
 -- the hour rollup when it arrived, otherwise that hour's minute rollups; a day
@@ -177,66 +178,69 @@ SELECT v.org, v.store, v.day, v.visitors_in, p.transactions, p.revenue,
        CASE WHEN v.visitors_in > 0 THEN round(p.transactions::numeric / v.visitors_in, 4) END AS conversion
 FROM v_visitors_daily v JOIN v_pos_daily p USING (org, store, day);
 
--- Shelf / product areas per rollup. Read from the analytics' "interactions"
--- section ({zone: {...}}), or from "zones" entries that carry interaction
--- figures; pick-ups from the same entry or from sensors.shelves.{zone}.
+-- Shelf / product areas per rollup: the analytics' "shelves" section
+-- ({zone: {product, passers_by, interactions, unique_visitors, reaches}}) joined with
+-- the load cells' sensors.shelves ({zone: {product, pick_ups, with_visitor, …}}).
+-- A shelf known to only one of them still appears.
 CREATE VIEW v_shelf_rollups AS
-WITH entries AS (
+WITH seen AS (
     SELECT b.org, b.store, b.device, b.camera, b.period_start, z.key AS zone, z.value AS v
-    FROM v_rollup_base b, jsonb_each(CASE WHEN jsonb_typeof(b.payload->'interactions') = 'object'
-                                          THEN b.payload->'interactions' ELSE '{}'::jsonb END) z
-    WHERE jsonb_typeof(z.value) = 'object'
-    UNION ALL
-    SELECT b.org, b.store, b.device, b.camera, b.period_start, z.key, z.value
-    FROM v_rollup_base b, jsonb_each(CASE WHEN jsonb_typeof(b.payload->'zones') = 'object'
-                                          THEN b.payload->'zones' ELSE '{}'::jsonb END) z
-    WHERE jsonb_typeof(z.value) = 'object' AND (z.value ? 'interactions')
-      AND NOT COALESCE(b.payload->'interactions' ? z.key, false)),
-pickups AS (
-    SELECT b.org, b.store, b.period_start, s.key AS zone, s.value AS v
+    FROM v_rollup_base b, jsonb_each(CASE WHEN jsonb_typeof(b.payload->'shelves') = 'object'
+                                          THEN b.payload->'shelves' ELSE '{}'::jsonb END) z
+    WHERE jsonb_typeof(z.value) = 'object'),
+weighed AS (
+    SELECT b.org, b.store, b.device, b.camera, b.period_start, z.key AS zone, z.value AS v
     FROM v_rollup_base b, jsonb_each(CASE WHEN jsonb_typeof(b.payload->'sensors'->'shelves') = 'object'
-                                          THEN b.payload->'sensors'->'shelves' ELSE '{}'::jsonb END) s
-    WHERE jsonb_typeof(s.value) = 'object')
-SELECT e.org, e.store, e.device, e.camera, e.period_start, e.zone,
-       COALESCE(e.v->>'product', e.v->>'label', e.v->>'category', e.zone) AS product,
-       COALESCE(e.v->>'category', e.v->>'product', e.v->>'label', e.zone) AS category,
-       COALESCE(CASE WHEN jsonb_typeof(e.v->'interactions') = 'number' THEN (e.v->>'interactions')::numeric END, 0)
+                                          THEN b.payload->'sensors'->'shelves' ELSE '{}'::jsonb END) z
+    WHERE jsonb_typeof(z.value) = 'object'),
+joined AS (
+    SELECT COALESCE(s.org, w.org) AS org, COALESCE(s.store, w.store) AS store,
+           COALESCE(s.device, w.device) AS device, COALESCE(s.camera, w.camera) AS camera,
+           COALESCE(s.period_start, w.period_start) AS period_start, COALESCE(s.zone, w.zone) AS zone,
+           s.v AS seen, w.v AS weighed
+    FROM seen s FULL JOIN weighed w
+      ON (s.org, s.store, s.device, s.camera, s.period_start, s.zone)
+       = (w.org, w.store, w.device, w.camera, w.period_start, w.zone))
+SELECT org, store, device, camera, period_start, zone,
+       COALESCE(NULLIF(seen->>'product', ''), NULLIF(weighed->>'product', ''), zone) AS product,
+       COALESCE(CASE WHEN jsonb_typeof(seen->'interactions') = 'number' THEN (seen->>'interactions')::numeric END, 0)
            AS interactions,
-       COALESCE(CASE WHEN jsonb_typeof(e.v->'unique_visitors') = 'number' THEN (e.v->>'unique_visitors')::numeric END, 0)
-           AS unique_visitors,
-       COALESCE(CASE WHEN jsonb_typeof(e.v->'passers_by') = 'number' THEN (e.v->>'passers_by')::numeric END,
-                CASE WHEN jsonb_typeof(e.v->'passersby') = 'number' THEN (e.v->>'passersby')::numeric END, 0)
+       COALESCE(CASE WHEN jsonb_typeof(seen->'unique_visitors') = 'number'
+                     THEN (seen->>'unique_visitors')::numeric END, 0) AS unique_visitors,
+       COALESCE(CASE WHEN jsonb_typeof(seen->'passers_by') = 'number' THEN (seen->>'passers_by')::numeric END, 0)
            AS passers_by,
-       COALESCE(CASE WHEN jsonb_typeof(e.v->'pickups') = 'number' THEN (e.v->>'pickups')::numeric END,
-                CASE WHEN jsonb_typeof(p.v->'pickups') = 'number' THEN (p.v->>'pickups')::numeric END, 0)
-           AS pickups
-FROM entries e
-LEFT JOIN pickups p ON (p.org, p.store, p.period_start, p.zone) = (e.org, e.store, e.period_start, e.zone);
+       COALESCE(CASE WHEN jsonb_typeof(weighed->'pick_ups') = 'number' THEN (weighed->>'pick_ups')::numeric END, 0)
+           AS pickups,
+       COALESCE(CASE WHEN jsonb_typeof(weighed->'with_visitor') = 'number'
+                     THEN (weighed->>'with_visitor')::numeric END, 0) AS pickups_with_visitor
+FROM joined;
 
 CREATE VIEW v_shelf_daily AS
-SELECT s.org, s.store, (s.period_start AT TIME ZONE tz.timezone)::date AS day, s.zone, s.product, s.category,
+SELECT s.org, s.store, (s.period_start AT TIME ZONE tz.timezone)::date AS day, s.zone, s.product,
        SUM(s.interactions) AS interactions, SUM(s.pickups) AS pickups,
+       SUM(s.pickups_with_visitor) AS pickups_with_visitor,
        SUM(s.passers_by) AS passers_by, SUM(s.unique_visitors) AS unique_visitors
 FROM v_shelf_rollups s JOIN v_store_tz tz USING (org, store)
-GROUP BY 1, 2, 3, 4, 5, 6;
+GROUP BY 1, 2, 3, 4, 5;
 
--- Door counts from beam sensors next to the cameras' (sensors.doors.{door}.in/out or
--- a "beam" entry per line), per store-local day.
+-- Doors counted by a camera line and a beam at once (sensors.doors.{door}: beam and
+-- camera in/out over the same window), per store-local day. Beam-only doors are
+-- left out: there is nothing to compare them with.
 CREATE VIEW v_beam_daily AS
-WITH doors AS (
-    SELECT b.org, b.store, b.period_start, d.value AS v
-    FROM v_rollup_base b, jsonb_each(CASE WHEN jsonb_typeof(b.payload->'sensors'->'doors') = 'object'
-                                          THEN b.payload->'sensors'->'doors' ELSE '{}'::jsonb END) d
-    WHERE jsonb_typeof(d.value) = 'object'
-    UNION ALL
-    SELECT b.org, b.store, b.period_start, l.value->'beam'
-    FROM v_rollup_base b, jsonb_each(CASE WHEN jsonb_typeof(b.payload->'lines') = 'object'
-                                          THEN b.payload->'lines' ELSE '{}'::jsonb END) l
-    WHERE jsonb_typeof(l.value->'beam') = 'object')
-SELECT d.org, d.store, (d.period_start AT TIME ZONE tz.timezone)::date AS day,
-       SUM(CASE WHEN jsonb_typeof(d.v->'in') = 'number' THEN (d.v->>'in')::bigint ELSE 0 END)::bigint AS beam_in,
-       SUM(CASE WHEN jsonb_typeof(d.v->'out') = 'number' THEN (d.v->>'out')::bigint ELSE 0 END)::bigint AS beam_out
-FROM doors d JOIN v_store_tz tz USING (org, store)
+SELECT b.org, b.store, (b.period_start AT TIME ZONE tz.timezone)::date AS day,
+       SUM(CASE WHEN jsonb_typeof(d.value->'beam'->'in') = 'number' THEN (d.value->'beam'->>'in')::bigint
+                ELSE 0 END)::bigint AS beam_in,
+       SUM(CASE WHEN jsonb_typeof(d.value->'camera'->'in') = 'number' THEN (d.value->'camera'->>'in')::bigint
+                ELSE 0 END)::bigint AS camera_in,
+       SUM(CASE WHEN jsonb_typeof(d.value->'beam'->'out') = 'number' THEN (d.value->'beam'->>'out')::bigint
+                ELSE 0 END)::bigint AS beam_out,
+       SUM(CASE WHEN jsonb_typeof(d.value->'camera'->'out') = 'number' THEN (d.value->'camera'->>'out')::bigint
+                ELSE 0 END)::bigint AS camera_out
+FROM v_rollup_base b
+JOIN v_store_tz tz USING (org, store),
+LATERAL jsonb_each(CASE WHEN jsonb_typeof(b.payload->'sensors'->'doors') = 'object'
+                        THEN b.payload->'sensors'->'doors' ELSE '{}'::jsonb END) d
+WHERE jsonb_typeof(d.value->'beam') = 'object' AND jsonb_typeof(d.value->'camera') = 'object'
 GROUP BY 1, 2, 3;
 
 -- Per device: last word heard, last state, sequence numbers seen vs the span they cover.
@@ -274,25 +278,27 @@ SELECT r.org, r.store, r.device, r.camera, (r.period_start AT TIME ZONE tz.timez
 FROM rollups r JOIN v_store_tz tz USING (org, store)
 GROUP BY 1, 2, 3, 4, 5;
 
--- Occupancy drift per store-local day: the in/out imbalance (should be ~0 over a
--- day) and, when the analytics reports it, its own occupancy drift figure.
+-- Occupancy drift per store-local day: the day's in/out imbalance from the door
+-- lines (~0 over a whole day), and the analytics' own figure when it reports one
+-- (occupancy.store.since_reset: in/out/imbalance since the last closing-time reset,
+-- taken from the day's last rollup).
 CREATE VIEW v_occupancy_daily AS
 SELECT v.org, v.store, v.day, v.visitors_in, v.visitors_out,
        (v.visitors_in - v.visitors_out) AS imbalance,
        CASE WHEN v.visitors_in > 0 THEN round(abs(v.visitors_in - v.visitors_out)::numeric / v.visitors_in, 4) END
            AS imbalance_ratio,
-       o.reported_drift
+       o.reported_imbalance, o.reported_in
 FROM v_visitors_daily v
 LEFT JOIN (
-    SELECT b.org, b.store, (b.period_start AT TIME ZONE tz.timezone)::date AS day,
-           MAX(abs(COALESCE(
-               CASE WHEN jsonb_typeof(b.payload->'occupancy'->'drift') = 'number'
-                    THEN (b.payload->'occupancy'->>'drift')::numeric END,
-               CASE WHEN jsonb_typeof(b.payload->'occupancy'->'imbalance') = 'number'
-                    THEN (b.payload->'occupancy'->>'imbalance')::numeric END))) AS reported_drift
+    SELECT DISTINCT ON (b.org, b.store, (b.period_start AT TIME ZONE tz.timezone)::date)
+           b.org, b.store, (b.period_start AT TIME ZONE tz.timezone)::date AS day,
+           (b.payload->'occupancy'->'store'->'since_reset'->>'imbalance')::numeric AS reported_imbalance,
+           (b.payload->'occupancy'->'store'->'since_reset'->>'in')::numeric AS reported_in
     FROM v_rollup_base b JOIN v_store_tz tz USING (org, store)
-    WHERE jsonb_typeof(b.payload->'occupancy') = 'object'
-    GROUP BY 1, 2, 3) o USING (org, store, day);
+    WHERE jsonb_typeof(b.payload->'occupancy'->'store'->'since_reset'->'imbalance') = 'number'
+      AND jsonb_typeof(b.payload->'occupancy'->'store'->'since_reset'->'in') = 'number'
+    ORDER BY b.org, b.store, (b.period_start AT TIME ZONE tz.timezone)::date, b.period_start DESC) o
+  USING (org, store, day);
 """
 
 VIEW_NAMES = [

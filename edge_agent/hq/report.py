@@ -87,7 +87,8 @@ def conversion(conn, since: date | None = None, until: date | None = None, org: 
     return conn.execute(sql, params).fetchall()
 
 
-RANK_COLUMNS = {"interactions": "interactions", "pickups": "pickups", "rate": "interaction_rate"}
+RANK_COLUMNS = {"interactions": "interactions", "pickups": "pickups", "pickups-with-visitor": "pickups_with_visitor",
+                "rate": "interaction_rate"}
 
 
 def livestream(conn, as_of: date, days: int = 7, rank_by: str = "interactions", level: str = "product",
@@ -95,7 +96,7 @@ def livestream(conn, as_of: date, days: int = 7, rank_by: str = "interactions", 
                min_passers_by: int = 0) -> list[dict]:
     """Shelf zones or products ranked for the next livestream over the ``days`` before
     ``as_of`` (store-local days), with the change against the ``days`` before that."""
-    key = {"product": "product", "zone": "zone", "category": "category"}[level]
+    key = {"product": "product", "zone": "zone"}[level]
     where, params = _filters(org, store)
     params.update(cur_from=as_of - timedelta(days=days), cur_to=as_of,
                   prev_from=as_of - timedelta(days=2 * days), prev_to=as_of - timedelta(days=days),
@@ -103,15 +104,16 @@ def livestream(conn, as_of: date, days: int = 7, rank_by: str = "interactions", 
     order = RANK_COLUMNS[rank_by]
     sql = f"""
     WITH cur AS (
-        SELECT {key} AS item, MAX(category) AS category, COUNT(DISTINCT org || '/' || store) AS stores,
-               SUM(interactions) AS interactions, SUM(pickups) AS pickups, SUM(passers_by) AS passers_by
+        SELECT {key} AS item, COUNT(DISTINCT org || '/' || store) AS stores,
+               SUM(interactions) AS interactions, SUM(pickups) AS pickups,
+               SUM(pickups_with_visitor) AS pickups_with_visitor, SUM(passers_by) AS passers_by
         FROM v_shelf_daily WHERE day >= %(cur_from)s AND day < %(cur_to)s{where} GROUP BY {key}),
     prev AS (
         SELECT {key} AS item, SUM(interactions) AS interactions, SUM(pickups) AS pickups,
                SUM(passers_by) AS passers_by
         FROM v_shelf_daily WHERE day >= %(prev_from)s AND day < %(prev_to)s{where} GROUP BY {key}),
     ranked AS (
-        SELECT cur.item, cur.category, cur.stores, cur.interactions, cur.pickups, cur.passers_by,
+        SELECT cur.item, cur.stores, cur.interactions, cur.pickups, cur.pickups_with_visitor, cur.passers_by,
                round(cur.interactions / NULLIF(cur.passers_by, 0), 4) AS interaction_rate,
                round(cur.pickups / NULLIF(cur.interactions, 0), 4) AS pickup_rate,
                prev.interactions AS prev_interactions,
@@ -122,7 +124,7 @@ def livestream(conn, as_of: date, days: int = 7, rank_by: str = "interactions", 
         FROM cur LEFT JOIN prev USING (item)
         WHERE cur.passers_by >= %(min_passers)s)
     SELECT RANK() OVER (ORDER BY {order} DESC NULLS LAST, interactions DESC, item) AS rank,
-           item AS {level},{" category," if level != "category" else ""} stores, interactions, pickups, passers_by,
+           item AS {level}, stores, interactions, pickups, pickups_with_visitor, passers_by,
            interaction_rate, pickup_rate, prev_interactions, prev_interaction_rate, interactions_wow_pct,
            pickups_wow_pct
     FROM ranked
@@ -138,7 +140,6 @@ def broken(conn, as_of: datetime | None = None, days: int = 1, silent_after_minu
     """Stores and devices whose data looks wrong, one row per problem found."""
     as_of = as_of or datetime.now(UTC)
     where, params = _filters(org, store)
-    where_v, _ = _filters(org, store, "v.")
     params.update(as_of=as_of, silent_after=timedelta(minutes=silent_after_minutes),
                   # Whole days only: a day in progress always looks like drift (people are inside).
                   day_from=as_of.date() - timedelta(days=days), day_to=as_of.date(),
@@ -163,20 +164,21 @@ def broken(conn, as_of: datetime | None = None, days: int = 1, silent_after_minu
     WHERE day >= %(day_from)s AND day < %(day_to)s AND minutes > 0
       AND dark_minutes::numeric / minutes >= %(dark_share)s{where}
     UNION ALL
-    SELECT v.org, v.store, NULL, 'camera_beam_disagreement',
-           'cameras counted ' || v.visitors_in || ' in, the door beams ' || b.beam_in,
-           round(abs(v.visitors_in - b.beam_in)::numeric / GREATEST(b.beam_in, 1), 4), v.day
-    FROM v_visitors_daily v JOIN v_beam_daily b USING (org, store, day)
-    WHERE v.day >= %(day_from)s AND v.day < %(day_to)s AND GREATEST(b.beam_in, v.visitors_in) >= %(min_visitors)s
-      AND abs(v.visitors_in - b.beam_in)::numeric / GREATEST(b.beam_in, 1) > %(beam_tol)s{where_v}
+    SELECT org, store, NULL, 'camera_beam_disagreement',
+           'at doors with both, cameras counted ' || camera_in || ' in, the beams ' || beam_in,
+           round(abs(camera_in - beam_in)::numeric / GREATEST(beam_in, camera_in, 1), 4), day
+    FROM v_beam_daily
+    WHERE day >= %(day_from)s AND day < %(day_to)s AND GREATEST(beam_in, camera_in) >= %(min_visitors)s
+      AND abs(camera_in - beam_in)::numeric / GREATEST(beam_in, camera_in, 1) > %(beam_tol)s{where}
     UNION ALL
     SELECT org, store, NULL, 'occupancy_drift',
            'in ' || visitors_in || ' vs out ' || visitors_out || ' over the day'
-             || COALESCE(', device-reported drift ' || reported_drift, ''),
-           imbalance_ratio, day
+             || COALESCE(', the store box reports an imbalance of ' || reported_imbalance || ' since its reset', ''),
+           GREATEST(imbalance_ratio, abs(reported_imbalance) / NULLIF(reported_in, 0)), day
     FROM v_occupancy_daily
-    WHERE day >= %(day_from)s AND day < %(day_to)s AND visitors_in >= %(min_visitors)s
-      AND imbalance_ratio > %(drift_tol)s{where}
+    WHERE day >= %(day_from)s AND day < %(day_to)s
+      AND ((visitors_in >= %(min_visitors)s AND imbalance_ratio > %(drift_tol)s)
+           OR (reported_in >= %(min_visitors)s AND abs(reported_imbalance) / reported_in > %(drift_tol)s)){where}
     ORDER BY org, store, problem, device NULLS FIRST, day
     """
     return conn.execute(sql, params).fetchall()
@@ -272,7 +274,7 @@ def conversion_command(db, since, until, across, org, store, fmt, output) -> Non
 @click.option("--days", type=click.IntRange(1, 90), default=7, show_default=True,
               help="Period length; compared with the period before it (7: week over week).")
 @click.option("--by", "rank_by", type=click.Choice(list(RANK_COLUMNS)), default="interactions", show_default=True)
-@click.option("--level", type=click.Choice(["product", "zone", "category"]), default="product", show_default=True)
+@click.option("--level", type=click.Choice(["product", "zone"]), default="product", show_default=True)
 @click.option("--top", type=int, default=20, show_default=True, help="0 for all.")
 @click.option("--min-passers-by", type=int, default=0, show_default=True,
               help="Leave out items seen by fewer passers-by (rates on tiny numbers mislead).")
