@@ -1,0 +1,196 @@
+#!/usr/bin/env python3
+"""HQ ingest benchmark: end-to-end messages/s with 1, 2 and 4 workers on each engine,
+and the time to drain a fleet's 24-hour backlog after an HQ outage.
+
+End to end means: simulated stores (the agent's real SQLite outbox and uplink each)
+reconnect after an HQ outage with their backlog → broker → K ingest workers →
+PostgreSQL, timed from the moment HQ is back until the last row is committed.
+
+  * mosquitto (MQTT 5, shared subscription ``$share/<group>/…``);
+  * 2-node RabbitMQ cluster (stores publish MQTT 3.1.1 to either node's MQTT plugin;
+    workers consume one quorum queue over AMQP).
+
+The backlog is built once per size (``fleet simulate --backlog-only``) and copied
+for each run, so every run drains the same messages. Everything runs on this
+machine on loopback (servers, stores and workers share its cores), so the figures
+are for the whole pipeline on one box, not for a broker alone.
+
+    python bench/bench_hq.py                       # 100 stores × 2 h for the curve, 200 × 24 h drain
+    python bench/bench_hq.py --curve-stores 200 --curve-hours 4 --backlog-stores 1000
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+import psycopg  # noqa: E402
+
+from edge_agent.hq.servers import Postgres, RabbitCluster  # noqa: E402
+from edge_agent.hq.sources import AmqpSource  # noqa: E402
+from edge_agent.mosquitto import Mosquitto  # noqa: E402
+
+START = "2026-11-20T00:00Z"
+
+
+def build_backlog(workdir: Path, stores: int, hours: float, prefix: str) -> int:
+    minutes = int(hours * 60)
+    started = time.monotonic()
+    result = subprocess.run(
+        [sys.executable, "-m", "edge_agent", "fleet", "simulate", "--stores", str(stores), "--minutes", str(minutes),
+         "--backlog-only", "--offline-fraction", "0", "--resend-fraction", "0", "--start", START,
+         "--topic-prefix", prefix, "--workdir", str(workdir), "--processes", str(max(2, os.cpu_count() or 2))],
+        cwd=REPO, capture_output=True, text=True, check=True)
+    summary = json.loads(result.stdout)
+    print(f"  backlog: {stores} stores × {hours:g} h = {summary['messages']} messages "
+          f"(built in {time.monotonic() - started:.0f} s)", file=sys.stderr)
+    return summary["messages"]
+
+
+def fresh_db(pg: Postgres, name: str) -> str:
+    with psycopg.connect(pg.dsn, autocommit=True) as admin:
+        admin.execute(f'DROP DATABASE IF EXISTS "{name}"')
+        admin.execute(f'CREATE DATABASE "{name}"')
+    return pg.dsn.rsplit("/", 1)[0] + "/" + name
+
+
+def rows(dsn: str) -> int:
+    try:
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            return conn.execute("SELECT COUNT(*) FROM rollups").fetchone()[0]
+    except (psycopg.OperationalError, psycopg.errors.UndefinedTable):
+        return 0
+
+
+def workers_ready(dsn: str, count: int, timeout: float = 60) -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            with psycopg.connect(dsn, autocommit=True) as conn:
+                if conn.execute("SELECT COUNT(*) FROM ingest_workers").fetchone()[0] >= count:
+                    return
+        except (psycopg.OperationalError, psycopg.errors.UndefinedTable):
+            pass
+        time.sleep(0.2)
+    raise TimeoutError("ingest workers did not become ready")
+
+
+def drain(backlog: Path, expected: int, dsn: str, ingest_args: list[str], brokers: list[str], protocol: str,
+          workers: int, group: str, prefix: str, timeout: float) -> float:
+    """Seconds from 'HQ is back' (workers ready) to the last row committed."""
+    stores_dir = Path(tempfile.mkdtemp(prefix="bench-stores-"))
+    shutil.copytree(backlog, stores_dir, dirs_exist_ok=True)
+    ingest = subprocess.Popen(
+        [sys.executable, "-m", "edge_agent.hq", "ingest", "--db", dsn, *ingest_args, "--workers", str(workers),
+         "--group", group, "--topic-prefix", prefix, "--batch-size", "500", "--stats-every", "600"],
+        cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        workers_ready(dsn, workers)
+        minutes = json.loads((backlog / "plan.json").read_text())["minutes"]
+        stores = json.loads((backlog / "plan.json").read_text())["stores"]
+        started = time.monotonic()
+        fleet = subprocess.Popen(
+            [sys.executable, "-m", "edge_agent", "fleet", "simulate", "--stores", str(stores), "--minutes",
+             str(minutes), *[a for b in brokers for a in ("--broker", b)], "--protocol", protocol,
+             "--offline-fraction", "0", "--resend-fraction", "0", "--start", START, "--topic-prefix", prefix,
+             "--workdir", str(stores_dir), "--drain-timeout", str(timeout)],
+            cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        while (count := rows(dsn)) < expected:
+            if time.monotonic() - started > timeout:
+                raise TimeoutError(f"only {count}/{expected} rows after {timeout:.0f} s")
+            time.sleep(0.2)
+        elapsed = time.monotonic() - started
+        fleet.wait(120)
+        assert count == expected, (count, expected)
+        return elapsed
+    finally:
+        ingest.send_signal(signal.SIGTERM)
+        ingest.wait(60)
+        shutil.rmtree(stores_dir, ignore_errors=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--curve-stores", type=int, default=100)
+    parser.add_argument("--curve-hours", type=float, default=2.0)
+    parser.add_argument("--backlog-stores", type=int, default=200)
+    parser.add_argument("--backlog-hours", type=float, default=24.0)
+    parser.add_argument("--backlog-workers", type=int, default=4)
+    parser.add_argument("--workers", default="1,2,4")
+    parser.add_argument("--engines", default="mosquitto,rabbitmq")
+    parser.add_argument("--timeout", type=float, default=1800)
+    args = parser.parse_args()
+    worker_counts = [int(k) for k in args.workers.split(",")]
+    engines = args.engines.split(",")
+    root = Path(tempfile.mkdtemp(prefix="bench-hq-"))
+    prefix = "bench/v1"
+    backlogs = {}
+    for name, stores, hours in (("curve", args.curve_stores, args.curve_hours),
+                                ("day", args.backlog_stores, args.backlog_hours)):
+        directory = root / name
+        expected = build_backlog(directory, stores, hours, prefix)
+        (directory / "plan.json").write_text(json.dumps({"stores": stores, "minutes": int(hours * 60)}))
+        backlogs[name] = (directory, expected, stores, hours)
+
+    results = []
+    pg = Postgres().start()
+    try:
+        for engine in engines:
+            if engine == "mosquitto":
+                server = Mosquitto(extra="max_queued_messages 0\n").start()
+                brokers, protocol = [f"127.0.0.1:{server.port}"], "5"
+                source_args = ["--mqtt", brokers[0]]
+            else:
+                server = RabbitCluster(2).start()
+                brokers, protocol = [f"127.0.0.1:{node.mqtt_port}" for node in server.nodes], "3.1.1"
+                source_args = [a for url in server.amqp_urls for a in ("--amqp", url)]
+            try:
+                runs = [("curve", k) for k in worker_counts] + [("day", args.backlog_workers)]
+                for number, (backlog_name, workers) in enumerate(runs):
+                    directory, expected, stores, hours = backlogs[backlog_name]
+                    group = f"{engine}-{number}"
+                    extra = []
+                    if engine == "rabbitmq":
+                        queue = f"bench.{number}"
+                        extra = ["--queue", queue]
+                        declare = AmqpSource(server.amqp_urls, queue, f"{prefix}/#")
+                        declare.start()
+                        declare.wait_ready(30)
+                        declare.close()
+                    dsn = fresh_db(pg, f"bench_{engine}_{number}")
+                    print(f"{engine}: {workers} worker(s), {expected} messages …", file=sys.stderr)
+                    seconds = drain(directory, expected, dsn, source_args + extra, brokers, protocol, workers, group,
+                                    prefix, args.timeout)
+                    results.append((engine, backlog_name, stores, hours, workers, expected, seconds))
+                    print(f"  {seconds:.1f} s, {expected / seconds:,.0f} msgs/s", file=sys.stderr)
+            finally:
+                server.stop() if engine == "mosquitto" else server.remove()
+    finally:
+        pg.remove()
+        shutil.rmtree(root, ignore_errors=True)
+
+    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")), platform.processor())
+    print(f"\nmachine: {os.cpu_count()} cores, {cpu}; Python {platform.python_version()}; "
+          "servers, stores and workers all on this machine (loopback)\n")
+    print("| engine | backlog | workers | messages | seconds | msgs/s |")
+    print("|---|---|---:|---:|---:|---:|")
+    for engine, name, stores, hours, workers, expected, seconds in results:
+        label = f"{stores} stores × {hours:g} h"
+        print(f"| {engine} | {label} | {workers} | {expected:,} | {seconds:.1f} | {expected / seconds:,.0f} |")
+
+
+if __name__ == "__main__":
+    main()
