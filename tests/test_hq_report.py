@@ -88,6 +88,12 @@ MESSAGES = [
            occupancy={"store": {"now": 20, "peak": 21, "in": 50, "out": 48, "imbalance": 2,
                                 "since_reset": {"in": 50, "out": 30, "imbalance": 20, "clamped_outs": 0}},
                       "zones": {}}),
+    # s6 says its clock is Asia/Kolkata (UTC+5:30): its local hours start at :30 UTC. The
+    # 04:30Z hour rollup covers the 04:45Z minute; the 05:30Z minute is the next hour's.
+    rollup("s6", "d6", "c1", "hour", "2026-11-20T04:30", "2026-11-20T05:30", 3, door(7, 6), timezone="Asia/Kolkata"),
+    rollup("s6", "d6", "c1", "minute", "2026-11-20T04:45", "2026-11-20T04:46", 1, door(1, 1)),
+    rollup("s6", "d6", "c1", "minute", "2026-11-20T05:30", "2026-11-20T05:31", 2, door(2, 2),
+           timezone="Mars/Olympus_Mons"),  # an unknown zone is ignored, not fatal
     # s3: heard from once, long ago.
     rollup("s3", "d3", "c1", "minute", "2026-11-20T08:00", "2026-11-20T08:01", 1, door(1, 1)),
 ]
@@ -138,8 +144,14 @@ def test_visitors_by_local_hour(conn):
 
 def test_visitors_across_stores(conn):
     rows = report.visitors(conn, "day", since=date(2026, 11, 20), until=date(2026, 11, 21), across=True)
-    # 20 Nov: s1 5 + s2 25 + s4 100 + 0 + s5 50 + s3 1
-    assert [(r["period"], r["stores"], r["visitors_in"]) for r in rows] == [(date(2026, 11, 20), 5, 181)]
+    # 20 Nov: s1 5 + s2 25 + s4 100 + 0 + s5 50 + s6 7 + 2 + s3 1
+    assert [(r["period"], r["stores"], r["visitors_in"]) for r in rows] == [(date(2026, 11, 20), 6, 190)]
+
+
+def test_device_clock_and_half_hour_zones(conn):
+    rows = report.visitors(conn, "hour", store="s6")
+    assert [(r["period"].isoformat(), r["visitors_in"]) for r in rows] == [
+        ("2026-11-20T10:00:00", 7), ("2026-11-20T11:00:00", 2)]
 
 
 def test_conversion_where_pos_data_exists(conn, db, tmp_path):

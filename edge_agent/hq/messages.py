@@ -16,6 +16,7 @@ import json
 import re
 from dataclasses import dataclass, field
 from datetime import datetime
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 MAX_PAYLOAD_BYTES = 256 * 1024
 MAX_ID_LENGTH = 512
@@ -119,7 +120,20 @@ def _rollup(body: dict, where: TopicParts) -> dict:
         "frames": _count(body.get("frames"), "frames"),
         "visitors_in": visitors_in,
         "visitors_out": visitors_out,
+        "timezone": _zone(body.get("timezone")),
     }
+
+
+def _zone(name) -> str | None:
+    """An IANA zone name the database can use, or None (an unknown zone must not
+    break every report that converts this store's times)."""
+    if not isinstance(name, str) or not name or len(name) > 64:
+        return None
+    try:
+        ZoneInfo(name)
+    except (ValueError, ZoneInfoNotFoundError):
+        return None
+    return name
 
 
 def _status(body: dict, where: TopicParts) -> dict:

@@ -35,6 +35,7 @@ MIGRATIONS: list[tuple[str, str]] = [
             frames integer,
             visitors_in integer NOT NULL,
             visitors_out integer NOT NULL,
+            timezone text,  -- the store's clock, when the device says (hour/day rollups do)
             {MESSAGE_COLUMNS}
         );
         CREATE INDEX rollups_period ON rollups (org, store, device, camera, granularity, period_start);
@@ -114,9 +115,10 @@ MIGRATIONS: list[tuple[str, str]] = [
 # read with ->/->>, jsonb_typeof checks and COALESCE, so a store that does not
 # send a section contributes no rows to that view and never breaks it.
 VIEWS = r"""
--- One set of rollups per camera and hour, whatever granularities the device sends:
--- the hour rollup when it arrived, otherwise that hour's minute rollups; a day
--- rollup only for days with neither.
+-- One set of rollups per camera, whatever granularities the device sends: its hour
+-- rollups; minute rollups only where no hour rollup covers them; day rollups only
+-- where neither does. (Device hours and days follow the store's clock, e.g. they
+-- start at :30 UTC in UTC+5:30, hence the containment test.)
 CREATE VIEW v_rollup_base AS
 SELECT r.* FROM rollups r WHERE r.granularity = 'hour'
 UNION ALL
@@ -124,7 +126,8 @@ SELECT r.* FROM rollups r
 WHERE r.granularity = 'minute' AND NOT EXISTS (
     SELECT 1 FROM rollups h
     WHERE h.granularity = 'hour' AND h.org = r.org AND h.store = r.store AND h.device = r.device
-      AND h.camera = r.camera AND h.period_start = date_trunc('hour', r.period_start))
+      AND h.camera = r.camera AND h.period_start <= r.period_start AND r.period_start < h.period_end
+      AND h.period_start > r.period_start - interval '1 hour')
 UNION ALL
 SELECT r.* FROM rollups r
 WHERE r.granularity = 'day' AND NOT EXISTS (
@@ -132,21 +135,24 @@ WHERE r.granularity = 'day' AND NOT EXISTS (
     WHERE f.granularity IN ('hour', 'minute') AND f.org = r.org AND f.store = r.store AND f.device = r.device
       AND f.camera = r.camera AND f.period_start >= r.period_start AND f.period_start < r.period_end);
 
+-- The clock a store's days are counted in: HQ's stores table, else what its devices
+-- report in their hour/day rollups, else UTC.
 CREATE VIEW v_store_tz AS
-SELECT DISTINCT r.org, r.store, COALESCE(s.timezone, 'UTC') AS timezone
-FROM (SELECT DISTINCT org, store FROM rollups) r
+SELECT r.org, r.store, COALESCE(s.timezone, r.device_timezone, 'UTC') AS timezone
+FROM (SELECT org, store, MAX(timezone) FILTER (WHERE granularity <> 'minute') AS device_timezone
+      FROM rollups GROUP BY org, store) r
 LEFT JOIN stores s USING (org, store);
 
--- Visitors (door line "in" counts summed over the store's cameras) per hour.
+-- Visitors (door line "in" counts summed over the store's cameras) per store-local hour.
 CREATE VIEW v_visitors_hourly AS
 SELECT b.org, b.store,
-       date_trunc('hour', b.period_start) AS hour_utc,
-       (date_trunc('hour', b.period_start) AT TIME ZONE tz.timezone) AS hour_local,
+       date_trunc('hour', b.period_start AT TIME ZONE tz.timezone) AS hour_local,
+       (date_trunc('hour', b.period_start AT TIME ZONE tz.timezone) AT TIME ZONE tz.timezone) AS hour_start,
        SUM(b.visitors_in)::bigint AS visitors_in,
        SUM(b.visitors_out)::bigint AS visitors_out,
        COUNT(DISTINCT b.device || '/' || b.camera) AS cameras
 FROM v_rollup_base b JOIN v_store_tz tz USING (org, store)
-GROUP BY b.org, b.store, date_trunc('hour', b.period_start), tz.timezone;
+GROUP BY b.org, b.store, tz.timezone, date_trunc('hour', b.period_start AT TIME ZONE tz.timezone);
 
 CREATE VIEW v_visitors_daily AS
 SELECT org, store, (hour_local::date) AS day,

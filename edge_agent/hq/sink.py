@@ -31,7 +31,8 @@ from .pgschema import migrate
 log = logging.getLogger(__name__)
 
 TABLE_COLUMNS: dict[str, tuple[str, ...]] = {
-    "rollups": ("camera", "granularity", "period_start", "period_end", "frames", "visitors_in", "visitors_out"),
+    "rollups": ("camera", "granularity", "period_start", "period_end", "frames", "visitors_in", "visitors_out",
+                "timezone"),
     "device_status": ("state", "ts", "version"),
     "device_health": ("ts",),
     "device_events": ("ts",),
