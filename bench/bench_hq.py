@@ -4,7 +4,9 @@ and the time to drain a fleet's 24-hour backlog after an HQ outage.
 
 End to end means: simulated stores (the agent's real SQLite outbox and uplink each)
 reconnect after an HQ outage with their backlog → broker → K ingest workers →
-PostgreSQL, timed from the moment HQ is back until the last row is committed.
+PostgreSQL, timed from the moment HQ is back until the last row is committed. The
+workers' own rate is measured too: the stores first hand the backlog to the broker,
+then the K workers start and drain it into PostgreSQL.
 
   * mosquitto (MQTT 5, shared subscription ``$share/<group>/…``);
   * 2-node RabbitMQ cluster (stores publish MQTT 3.1.1 to either node's MQTT plugin;
@@ -15,7 +17,7 @@ for each run, so every run drains the same messages. Everything runs on this
 machine on loopback (servers, stores and workers share its cores), so the figures
 are for the whole pipeline on one box, not for a broker alone.
 
-    python bench/bench_hq.py                       # 100 stores × 2 h for the curve, 200 × 24 h drain
+    python bench/bench_hq.py                       # 100 stores × 8 h for the curve, 200 × 24 h drain
     python bench/bench_hq.py --curve-stores 200 --curve-hours 4 --backlog-stores 1000
 """
 
@@ -87,44 +89,72 @@ def workers_ready(dsn: str, count: int, timeout: float = 60) -> None:
     raise TimeoutError("ingest workers did not become ready")
 
 
-def drain(backlog: Path, expected: int, dsn: str, ingest_args: list[str], brokers: list[str], protocol: str,
-          workers: int, group: str, prefix: str, timeout: float) -> float:
-    """Seconds from 'HQ is back' (workers ready) to the last row committed."""
-    stores_dir = Path(tempfile.mkdtemp(prefix="bench-stores-"))
-    shutil.copytree(backlog, stores_dir, dirs_exist_ok=True)
-    ingest = subprocess.Popen(
+def start_ingest(dsn: str, ingest_args: list[str], workers: int, group: str, prefix: str) -> subprocess.Popen:
+    return subprocess.Popen(
         [sys.executable, "-m", "edge_agent.hq", "ingest", "--db", dsn, *ingest_args, "--workers", str(workers),
          "--group", group, "--topic-prefix", prefix, "--batch-size", "500", "--stats-every", "600"],
         cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def stop(process: subprocess.Popen) -> None:
+    process.send_signal(signal.SIGTERM)
+    process.wait(60)
+
+
+def run_fleet(backlog: Path, stores_dir: Path, brokers: list[str], protocol: str, prefix: str,
+              timeout: float) -> subprocess.Popen:
+    plan = json.loads((backlog / "plan.json").read_text())
+    return subprocess.Popen(
+        [sys.executable, "-m", "edge_agent", "fleet", "simulate", "--stores", str(plan["stores"]), "--minutes",
+         str(plan["minutes"]), *[a for b in brokers for a in ("--broker", b)], "--protocol", protocol,
+         "--offline-fraction", "0", "--resend-fraction", "0", "--start", START, "--topic-prefix", prefix,
+         "--workdir", str(stores_dir), "--drain-timeout", str(timeout)],
+        cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def wait_rows(dsn: str, expected: int, started: float, timeout: float) -> float:
+    while (count := rows(dsn)) < expected:
+        if time.monotonic() - started > timeout:
+            raise TimeoutError(f"only {count}/{expected} rows after {timeout:.0f} s")
+        time.sleep(0.1)
+    return time.monotonic() - started
+
+
+def drain(backlog: Path, expected: int, dsn: str, ingest_args: list[str], brokers: list[str], protocol: str,
+          workers: int, group: str, prefix: str, timeout: float, mode: str) -> float:
+    """``end-to-end``: seconds from 'HQ is back' (workers ready, stores reconnect) to the
+    last row committed. ``ingest``: the stores first hand their backlog to the broker
+    (the workers' sessions / the queue hold it), then the workers start: seconds from
+    their start to the last row — the workers' own rate."""
+    stores_dir = Path(tempfile.mkdtemp(prefix="bench-stores-"))
+    shutil.copytree(backlog, stores_dir, dirs_exist_ok=True)
+    ingest = start_ingest(dsn, ingest_args, workers, group, prefix)
     try:
         workers_ready(dsn, workers)
-        minutes = json.loads((backlog / "plan.json").read_text())["minutes"]
-        stores = json.loads((backlog / "plan.json").read_text())["stores"]
-        started = time.monotonic()
-        fleet = subprocess.Popen(
-            [sys.executable, "-m", "edge_agent", "fleet", "simulate", "--stores", str(stores), "--minutes",
-             str(minutes), *[a for b in brokers for a in ("--broker", b)], "--protocol", protocol,
-             "--offline-fraction", "0", "--resend-fraction", "0", "--start", START, "--topic-prefix", prefix,
-             "--workdir", str(stores_dir), "--drain-timeout", str(timeout)],
-            cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        while (count := rows(dsn)) < expected:
-            if time.monotonic() - started > timeout:
-                raise TimeoutError(f"only {count}/{expected} rows after {timeout:.0f} s")
-            time.sleep(0.2)
-        elapsed = time.monotonic() - started
-        fleet.wait(120)
-        assert count == expected, (count, expected)
+        if mode == "ingest":
+            stop(ingest)  # the broker keeps their subscriptions (persistent sessions / durable queue)
+            fleet = run_fleet(backlog, stores_dir, brokers, protocol, prefix, timeout)
+            fleet.wait(timeout)
+            started = time.monotonic()
+            ingest = start_ingest(dsn, ingest_args, workers, group, prefix)
+            elapsed = wait_rows(dsn, expected, started, timeout)
+        else:
+            started = time.monotonic()
+            fleet = run_fleet(backlog, stores_dir, brokers, protocol, prefix, timeout)
+            elapsed = wait_rows(dsn, expected, started, timeout)
+            fleet.wait(120)
+        assert rows(dsn) == expected
         return elapsed
     finally:
-        ingest.send_signal(signal.SIGTERM)
-        ingest.wait(60)
+        if ingest.poll() is None:
+            stop(ingest)
         shutil.rmtree(stores_dir, ignore_errors=True)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--curve-stores", type=int, default=100)
-    parser.add_argument("--curve-hours", type=float, default=2.0)
+    parser.add_argument("--curve-hours", type=float, default=8.0)
     parser.add_argument("--backlog-stores", type=int, default=200)
     parser.add_argument("--backlog-hours", type=float, default=24.0)
     parser.add_argument("--backlog-workers", type=int, default=4)
@@ -157,8 +187,10 @@ def main() -> None:
                 brokers, protocol = [f"127.0.0.1:{node.mqtt_port}" for node in server.nodes], "3.1.1"
                 source_args = [a for url in server.amqp_urls for a in ("--amqp", url)]
             try:
-                runs = [("curve", k) for k in worker_counts] + [("day", args.backlog_workers)]
-                for number, (backlog_name, workers) in enumerate(runs):
+                runs = ([("curve", k, "ingest") for k in worker_counts]
+                        + [("curve", k, "end-to-end") for k in worker_counts]
+                        + [("day", args.backlog_workers, "end-to-end")])
+                for number, (backlog_name, workers, mode) in enumerate(runs):
                     directory, expected, stores, hours = backlogs[backlog_name]
                     group = f"{engine}-{number}"
                     extra = []
@@ -170,10 +202,10 @@ def main() -> None:
                         declare.wait_ready(30)
                         declare.close()
                     dsn = fresh_db(pg, f"bench_{engine}_{number}")
-                    print(f"{engine}: {workers} worker(s), {expected} messages …", file=sys.stderr)
+                    print(f"{engine}: {mode}, {workers} worker(s), {expected} messages …", file=sys.stderr)
                     seconds = drain(directory, expected, dsn, source_args + extra, brokers, protocol, workers, group,
-                                    prefix, args.timeout)
-                    results.append((engine, backlog_name, stores, hours, workers, expected, seconds))
+                                    prefix, args.timeout, mode)
+                    results.append((engine, mode, backlog_name, stores, hours, workers, expected, seconds))
                     print(f"  {seconds:.1f} s, {expected / seconds:,.0f} msgs/s", file=sys.stderr)
             finally:
                 server.stop() if engine == "mosquitto" else server.remove()
@@ -185,11 +217,12 @@ def main() -> None:
                 if line.startswith("model name")), platform.processor())
     print(f"\nmachine: {os.cpu_count()} cores, {cpu}; Python {platform.python_version()}; "
           "servers, stores and workers all on this machine (loopback)\n")
-    print("| engine | backlog | workers | messages | seconds | msgs/s |")
-    print("|---|---|---:|---:|---:|---:|")
-    for engine, name, stores, hours, workers, expected, seconds in results:
+    print("| engine | measured | backlog | workers | messages | seconds | msgs/s |")
+    print("|---|---|---|---:|---:|---:|---:|")
+    for engine, mode, _, stores, hours, workers, expected, seconds in results:
         label = f"{stores} stores × {hours:g} h"
-        print(f"| {engine} | {label} | {workers} | {expected:,} | {seconds:.1f} | {expected / seconds:,.0f} |")
+        what = "broker backlog → PostgreSQL" if mode == "ingest" else "stores → broker → PostgreSQL"
+        print(f"| {engine} | {what} | {label} | {workers} | {expected:,} | {seconds:.1f} | {expected / seconds:,.0f} |")
 
 
 if __name__ == "__main__":

@@ -25,7 +25,6 @@ import json
 import logging
 import math
 import multiprocessing
-import os
 import queue
 import random
 import resource
@@ -36,6 +35,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+
+import click
 
 log = logging.getLogger(__name__)
 
@@ -439,7 +440,6 @@ def parse_brokers(values: Iterable[str]) -> list[tuple[str, int]]:
 
 
 # -- CLI --------------------------------------------------------------------------
-import click  # noqa: E402
 
 
 @click.group("fleet")

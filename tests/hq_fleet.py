@@ -94,7 +94,8 @@ class Fleet:
 
     def result(self, timeout: float = 300) -> dict:
         out, err = self.process.communicate(timeout=timeout)
-        assert self.process.returncode == 0, f"fleet simulate failed ({self.process.returncode}): {out[-2000:]} {err[-3000:]}"
+        assert self.process.returncode == 0, (
+            f"fleet simulate failed ({self.process.returncode}): {out[-2000:]} {err[-3000:]}")
         return json.loads(out)
 
 

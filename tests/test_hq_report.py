@@ -114,7 +114,8 @@ def db(postgres):
         conn.execute("INSERT INTO stores (org, store, name, timezone) VALUES ('o', 's1', 'Taipei 101', 'Asia/Taipei')")
         # Everyone was heard from just now, except s3 (two hours before AS_OF).
         conn.execute("UPDATE rollups SET received_at = %s", [AS_OF])
-        conn.execute("UPDATE rollups SET received_at = %s WHERE store = 's3'", [datetime(2026, 11, 20, 22, 30, tzinfo=UTC)])
+        conn.execute("UPDATE rollups SET received_at = %s WHERE store = 's3'",
+                     [datetime(2026, 11, 20, 22, 30, tzinfo=UTC)])
     sink.close()
     return dsn
 
