@@ -58,8 +58,9 @@ def test_thousand_stores_two_workers_one_killed_mid_batch(postgres, hq_broker, t
                     group="t1", log_dir=tmp_path)
     try:
         # Half the stores speak MQTT 5, half 3.1.1; 10 % go offline and come back, 10 % re-send.
+        # A simulated minute at most every 2 s, so the fleet is still publishing when the worker dies.
         fleet = Fleet(tmp_path / "stores", [broker], stores=1000, minutes=3, prefix="t1/v1", protocol="mixed",
-                      extra=["--broken-fraction", "0.03"])
+                      extra=["--broken-fraction", "0.03", "--tick", "2"])
         assert wait_for_rows(dsn, 300, timeout=180) >= 300, ingest.log_text()
         victim = ingest.pid_of("t1-0")
         locker = lock_rollups_until_workers_wait(dsn, "edge-agent-hq-t1-0")
@@ -121,7 +122,7 @@ def test_database_restarted_during_the_run(postgres, hq_broker, tmp_path):
     ingest = Ingest(dsn, ["--mqtt", broker, "--topic-prefix", "t2/v1"], workers=2, group="t2", log_dir=tmp_path)
     try:
         fleet = Fleet(tmp_path / "stores", [broker], stores=200, minutes=6, prefix="t2/v1", protocol="5",
-                      extra=["--tick", "0.5"])
+                      extra=["--tick", "1"])
         assert wait_for_rows(dsn, 100) >= 100
         assert fleet.process.poll() is None, "the fleet finished before the fault"
         postgres.restart("immediate")  # no shutdown checkpoint: crash recovery on start
