@@ -82,7 +82,8 @@ MESSAGES = [
     # s4: a one-way door line (100 in, 50 out) and a camera that processed no frames.
     rollup("s4", "d4", "c1", "minute", "2026-11-20T12:00", "2026-11-20T12:01", 1, door(100, 50)),
     rollup("s4", "d4", "c9", "minute", "2026-11-20T12:00", "2026-11-20T12:01", 2, door(0, 0), frames=0),
-    rollup("s4", "d4", "c9", "minute", "2026-11-20T12:01", "2026-11-20T12:02", 3, door(0, 0), frames=0),
+    rollup("s4", "d4", "c9", "minute", "2026-11-20T12:01", "2026-11-20T12:02", 3, door(0, 0), frames=0,
+           pos={"receipts": 12, "total": 240.5}),  # a box that reports its till's receipts
     # s5: the door lines balance (50/48) but the store box reports drift since its reset.
     rollup("s5", "d5", "c1", "minute", "2026-11-20T20:00", "2026-11-20T20:01", 1, door(50, 48),
            occupancy={"store": {"now": 20, "peak": 21, "in": 50, "out": 48, "imbalance": 2,
@@ -165,10 +166,11 @@ def test_conversion_where_pos_data_exists(conn, db, tmp_path):
     assert result.returncode == 0, result.stderr
     rows = report.conversion(conn)
     assert [(r["store"], r["day"], r["visitors_in"], r["transactions"], float(r["conversion"])) for r in rows] == [
-        ("s1", date(2026, 11, 20), 5, 2, 0.4), ("s2", date(2026, 11, 20), 25, 5, 0.2)]
+        ("s1", date(2026, 11, 20), 5, 2, 0.4), ("s2", date(2026, 11, 20), 25, 5, 0.2),
+        ("s4", date(2026, 11, 20), 100, 12, 0.12)]
     across = report.conversion(conn, across=True)
     assert [(r["stores"], r["visitors_in"], r["transactions"], float(r["conversion"])) for r in across] == [
-        (2, 30, 7, round(7 / 30, 4))]
+        (3, 130, 19, round(19 / 130, 4))]
 
 
 def test_livestream_ranking_with_week_over_week(conn):

@@ -160,8 +160,9 @@ SELECT org, store, (hour_local::date) AS day,
        MAX(cameras) AS cameras, COUNT(*) AS hours_with_data
 FROM v_visitors_hourly GROUP BY org, store, hour_local::date;
 
--- POS transactions per store-local day: imported pos_sales, or a "pos" section if a
--- device reports one (payload pos.transactions).
+-- POS transactions per store-local day: HQ's imported pos_sales, else a "pos" section
+-- if the store boxes report one (pos.receipts or pos.transactions; pos.total or
+-- pos.revenue). Today the boxes keep their receipts for the dashboard only.
 CREATE VIEW v_pos_daily AS
 WITH imported AS (
     SELECT p.org, p.store, (p.hour AT TIME ZONE COALESCE(s.timezone, 'UTC'))::date AS day,
@@ -170,10 +171,13 @@ WITH imported AS (
     GROUP BY 1, 2, 3),
 reported AS (
     SELECT b.org, b.store, (b.period_start AT TIME ZONE tz.timezone)::date AS day,
-           SUM((b.payload->'pos'->>'transactions')::bigint)::bigint AS transactions,
-           SUM((b.payload->'pos'->>'revenue')::numeric) AS revenue
+           SUM(COALESCE(b.payload->'pos'->'receipts', b.payload->'pos'->'transactions')::text::numeric)::bigint
+               AS transactions,
+           SUM(CASE WHEN jsonb_typeof(COALESCE(b.payload->'pos'->'total', b.payload->'pos'->'revenue')) = 'number'
+                    THEN COALESCE(b.payload->'pos'->'total', b.payload->'pos'->'revenue')::text::numeric END)
+               AS revenue
     FROM v_rollup_base b JOIN v_store_tz tz USING (org, store)
-    WHERE jsonb_typeof(b.payload->'pos'->'transactions') = 'number'
+    WHERE jsonb_typeof(COALESCE(b.payload->'pos'->'receipts', b.payload->'pos'->'transactions')) = 'number'
     GROUP BY 1, 2, 3)
 SELECT COALESCE(i.org, r.org) AS org, COALESCE(i.store, r.store) AS store, COALESCE(i.day, r.day) AS day,
        COALESCE(i.transactions, r.transactions) AS transactions, COALESCE(i.revenue, r.revenue) AS revenue
