@@ -41,6 +41,9 @@ class IngestOptions:
     password: str | None = None
     end_session: bool = False
     stats_every: float = 30.0
+    cafile: str | None = None
+    certfile: str | None = None
+    keyfile: str | None = None
 
     def worker_name(self, slot: int) -> str:
         return f"{self.group}-{slot}"
@@ -55,7 +58,8 @@ def make_source(options: IngestOptions, slot: int):
     host, _, port = (options.mqtt or "127.0.0.1:1883").rpartition(":")
     return MqttSource(host or "127.0.0.1", int(port), topic, options.group, client_id=options.worker_name(slot),
                       receive_maximum=min(65535, max(2 * options.batch_size, 100)), username=options.username,
-                      password=options.password, end_session=options.end_session)
+                      password=options.password, end_session=options.end_session, cafile=options.cafile,
+                      certfile=options.certfile, keyfile=options.keyfile)
 
 
 class Worker:
@@ -143,6 +147,10 @@ def worker_argv(options: IngestOptions, slot: int) -> list[str]:
         argv += ["--username", options.username]
     if options.end_session:
         argv.append("--end-session")
+    for flag, value in (("--cafile", options.cafile), ("--certfile", options.certfile),
+                        ("--keyfile", options.keyfile)):
+        if value:
+            argv += [flag, value]
     return argv
 
 
@@ -208,13 +216,18 @@ def supervise(options: IngestOptions, workers: int) -> None:
 @click.option("--batch-wait", type=click.FloatRange(0.0, 10.0), default=0.2, show_default=True,
               help="Seconds to wait for a batch to fill once its first message arrived.")
 @click.option("--username", default=None, help="MQTT user name (password from env EDGE_AGENT_HQ_MQTT_PASSWORD).")
+@click.option("--cafile", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="MQTT over TLS: verify the broker with this CA file.")
+@click.option("--certfile", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="MQTT over TLS: client certificate (with --keyfile).")
+@click.option("--keyfile", type=click.Path(exists=True, dir_okay=False), default=None)
 @click.option("--end-session", is_flag=True,
               help="MQTT: on exit leave the group and end this slot's session (use when scaling down).")
 @click.option("--stats-every", type=float, default=30.0, show_default=True, help="Seconds between stats log lines.")
 @click.option("--exit-when-idle", type=float, default=None, metavar="SECONDS",
               help="Exit after this long with nothing to ingest (one worker only; drains and benchmarks).")
 def ingest(db, mqtt_address, amqp_urls, topic_prefix, group, queue, workers, slot, batch_size, batch_wait,
-           username, end_session, stats_every, exit_when_idle) -> None:
+           username, cafile, certfile, keyfile, end_session, stats_every, exit_when_idle) -> None:
     """Write the fleet's rollup, status and health messages into PostgreSQL.
 
     Each message is de-duplicated on its id and acknowledged to the broker only
@@ -228,7 +241,8 @@ def ingest(db, mqtt_address, amqp_urls, topic_prefix, group, queue, workers, slo
     options = IngestOptions(db=db, mqtt=mqtt_address, amqp=tuple(amqp_urls), topic_prefix=topic_prefix.strip("/"),
                             group=group, queue=queue, batch_size=batch_size, batch_wait=batch_wait,
                             username=username, password=os.environ.get("EDGE_AGENT_HQ_MQTT_PASSWORD"),
-                            end_session=end_session, stats_every=stats_every)
+                            end_session=end_session, stats_every=stats_every, cafile=cafile, certfile=certfile,
+                            keyfile=keyfile)
     if slot is None and workers > 1:
         supervise(options, workers)
         return

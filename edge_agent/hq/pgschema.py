@@ -318,6 +318,22 @@ VIEW_NAMES = [
 ]
 
 
+def is_current(conn) -> bool:
+    """True when every migration and these views are in place (no DDL needed: a
+    read-only reporting account can then use the database as it is)."""
+    from psycopg import errors
+    from psycopg.rows import tuple_row
+
+    try:
+        with conn.transaction(), conn.cursor(row_factory=tuple_row) as cur:
+            done = {row[0] for row in cur.execute("SELECT name FROM schema_migrations").fetchall()}
+            views = cur.execute("SELECT value FROM schema_meta WHERE key = 'views'").fetchone()
+    except (errors.UndefinedTable, errors.InsufficientPrivilege):
+        return False
+    return done >= {name for name, _ in MIGRATIONS} and views is not None and \
+        views[0] == hashlib.sha256(VIEWS.encode()).hexdigest()
+
+
 def migrate(conn) -> list[str]:
     """Bring the database to this release's schema; returns the steps applied."""
     from psycopg.rows import tuple_row

@@ -19,7 +19,7 @@ from pathlib import Path
 import click
 
 from . import require
-from .pgschema import migrate
+from .pgschema import is_current, migrate
 
 
 def connect(dsn: str):
@@ -31,7 +31,8 @@ def connect(dsn: str):
         conn = psycopg.connect(dsn, autocommit=True, row_factory=dict_row, connect_timeout=10)
     except psycopg.OperationalError as exc:
         raise click.ClickException(f"cannot connect to the database: {str(exc).strip()}") from None
-    migrate(conn)
+    if not is_current(conn):
+        migrate(conn)
     return conn
 
 

@@ -42,7 +42,8 @@ class Delivery:
 class MqttSource:
     def __init__(self, host: str, port: int, topic: str, group: str | None, client_id: str,
                  receive_maximum: int = 1000, session_expiry: int = 7 * 24 * 3600,
-                 username: str | None = None, password: str | None = None, end_session: bool = False) -> None:
+                 username: str | None = None, password: str | None = None, end_session: bool = False,
+                 cafile: str | None = None, certfile: str | None = None, keyfile: str | None = None) -> None:
         import paho.mqtt.client as mqtt
         from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 
@@ -62,6 +63,9 @@ class MqttSource:
                                   protocol=MQTTProtocolVersion.MQTTv5, manual_ack=True)
         if username:
             self.client.username_pw_set(username, password)
+        if cafile or certfile:
+            # Verify the broker against cafile (the system CAs when only a client certificate is given).
+            self.client.tls_set(ca_certs=cafile, certfile=certfile, keyfile=keyfile)
         self.client.reconnect_delay_set(min_delay=1, max_delay=10)
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = self._on_disconnect
