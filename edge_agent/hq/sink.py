@@ -147,7 +147,8 @@ class PostgresSink:
                             except (errors.DataError, errors.IntegrityError) as row_exc:
                                 refused.append(Reject("malformed", f"database refused: {row_exc}".strip()[:300],
                                                       row.columns.get("topic", ""), row.payload.encode()[:1024]))
-                all_rejects = [*rejects, *refused]
+                # HQ's own commands to devices share the topic tree: counted, not dead-lettered.
+                all_rejects = [r for r in (*rejects, *refused) if r.kind != "ignored"]
                 if all_rejects:
                     cur.executemany(
                         "INSERT INTO ingest_rejects (worker, kind, reason, topic, sample) VALUES (%s, %s, %s, %s, %s)",
