@@ -165,6 +165,8 @@ def test_malformed_and_foreign_messages_are_counted_and_skipped(postgres, hq_bro
             "foreign": [(topic, json.dumps({"temperature": 21.5}).encode())] * 6
             + [(topic, json.dumps({"schema": "acme.pos/2", "id": "1"}).encode())] * 4
             + [("t3/v1/just/two", json.dumps(good).encode())] * 3,
+            # HQ's own commands to a device share the topic tree: counted as ignored only.
+            "ignored": [("t3/v1/sim-org/store-9999/box-1/cmd/ping", b'{"request_id": "r1"}')] * 3,
         }
         for messages in garbage.values():
             for garbage_topic, payload in messages:
@@ -183,6 +185,7 @@ def test_malformed_and_foreign_messages_are_counted_and_skipped(postgres, hq_bro
         stats = ingest.stats()
         assert len(stats) == 2 and all(len(runs) == 1 for runs in stats.values()), "a worker restarted"
         assert sum(runs[-1]["rejected"].get("malformed", 0) for runs in stats.values()) == 22
+        assert sum(runs[-1]["rejected"].get("ignored", 0) for runs in stats.values()) == 3
     finally:
         publisher.loop_stop()
         publisher.disconnect()
