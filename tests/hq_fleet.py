@@ -39,7 +39,11 @@ class Ingest:
             [sys.executable, "-m", "edge_agent.hq", "ingest", "--db", dsn, *source_args, "--workers", str(workers),
              "--group", group, "--stats-every", "5", *extra],
             cwd=REPO, stdout=self.log, stderr=subprocess.STDOUT)
-        self.wait_ready(workers)
+        try:
+            self.wait_ready(workers)
+        except BaseException:
+            self.stop()
+            raise
 
     def worker_rows(self) -> list[tuple[str, int, dict]]:
         try:
@@ -65,7 +69,8 @@ class Ingest:
         return by_worker
 
     def log_text(self) -> str:
-        self.log.flush()
+        if not self.log.closed:
+            self.log.flush()
         return Path(self.log.name).read_text()[-4000:]
 
     def stop(self) -> None:
