@@ -154,19 +154,32 @@ def preload(backlog: Path, brokers: list[str], protocol: str) -> float:
         client.max_inflight_messages_set(1000)
         client.connect(host, int(port))
         client.loop_start()
-        infos = [client.publish(topic, payload, qos=1) for topic, payload in part]
-        for info in infos:
-            info.wait_for_publish(600)
-            assert info.is_published()
+        # paho numbers messages with 16-bit ids: keep well under 65535 outstanding.
+        for first in range(0, len(part), 20_000):
+            infos = [client.publish(topic, payload, qos=1) for topic, payload in part[first:first + 20_000]]
+            for info in infos:
+                info.wait_for_publish(600)
+                if not info.is_published():
+                    raise RuntimeError("the broker did not acknowledge the preload")
         client.loop_stop()
         client.disconnect()
 
-    threads = [threading.Thread(target=push, args=(messages[i::len(brokers)], broker))
+    errors: list[BaseException] = []
+
+    def run(part: list, broker: str) -> None:
+        try:
+            push(part, broker)
+        except BaseException as exc:  # reported below: a short preload would hang the drain
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run, args=(messages[i::len(brokers)], broker))
                for i, broker in enumerate(brokers)]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
+    if errors:
+        raise errors[0]
     return time.monotonic() - started
 
 
@@ -211,17 +224,25 @@ def main() -> None:
     parser.add_argument("--workers", default="1,2,4")
     parser.add_argument("--engines", default="mosquitto,rabbitmq")
     parser.add_argument("--timeout", type=float, default=1800)
+    parser.add_argument("--backlog-dir", default=None,
+                        help="Keep the built backlogs here and reuse them on the next run (they take minutes).")
     args = parser.parse_args()
     worker_counts = [int(k) for k in args.workers.split(",")]
     engines = args.engines.split(",")
-    root = Path(tempfile.mkdtemp(prefix="bench-hq-"))
+    root = Path(args.backlog_dir) if args.backlog_dir else Path(tempfile.mkdtemp(prefix="bench-hq-"))
     prefix = "bench/v1"
     backlogs = {}
     for name, stores, hours in (("curve", args.curve_stores, args.curve_hours),
                                 ("day", args.backlog_stores, args.backlog_hours)):
-        directory = root / name
-        expected = build_backlog(directory, stores, hours, prefix)
-        (directory / "plan.json").write_text(json.dumps({"stores": stores, "minutes": int(hours * 60)}))
+        directory = root / f"{stores}x{hours:g}h"
+        plan = {"stores": stores, "minutes": int(hours * 60)}
+        if (directory / "plan.json").exists() and json.loads((directory / "plan.json").read_text()) == plan:
+            expected = plan["stores"] * plan["minutes"]
+            print(f"  backlog: reusing {directory}", file=sys.stderr)
+        else:
+            shutil.rmtree(directory, ignore_errors=True)
+            expected = build_backlog(directory, stores, hours, prefix)
+            (directory / "plan.json").write_text(json.dumps(plan))
         backlogs[name] = (directory, expected, stores, hours)
 
     results = []
@@ -261,7 +282,8 @@ def main() -> None:
                 server.stop() if engine == "mosquitto" else server.remove()
     finally:
         pg.remove()
-        shutil.rmtree(root, ignore_errors=True)
+        if not args.backlog_dir:
+            shutil.rmtree(root, ignore_errors=True)
 
     cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
                 if line.startswith("model name")), platform.processor())
