@@ -266,6 +266,9 @@ main.add_command(eval_command)
 from .ops.doctor import doctor  # noqa: E402
 
 main.add_command(doctor)
+from .fleet import fleet  # noqa: E402
+
+main.add_command(fleet)
 
 if __name__ == "__main__":
     main()
