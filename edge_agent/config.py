@@ -23,6 +23,8 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from .performance import PerformanceConfig
+
 Coord = Annotated[float, Field(ge=0.0, le=1.0)]
 Identifier = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")]
 TopicSegment = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[^/#+\s]+$")]
@@ -222,6 +224,7 @@ class AgentConfig(BaseSettings):
     mqtt: MqttConfig = Field(default_factory=MqttConfig)
     dashboard: DashboardConfig = Field(default_factory=DashboardConfig)
     rollup: RollupConfig = Field(default_factory=RollupConfig)
+    performance: PerformanceConfig = Field(default_factory=PerformanceConfig)
     timezone: str = "UTC"
 
     @model_validator(mode="after")
