@@ -79,8 +79,11 @@ class CameraReader(threading.Thread):
         backoff_initial: float = 0.5,
         backoff_max: float = 30.0,
         max_frames: int | None = None,
+        frame_ready: threading.Event | None = None,
     ) -> None:
         super().__init__(name=f"camera-{camera.id}", daemon=True)
+        # Set on every new frame (and at the end), so a consumer waits for a frame instead of polling.
+        self.frame_ready = frame_ready or threading.Event()
         self.camera = camera
         self.realtime = realtime
         self.backoff_initial = backoff_initial
@@ -123,8 +126,15 @@ class CameraReader(threading.Thread):
             elif self._slot is not None:
                 self.stats.frames_dropped += 1
             self._slot = frame
+        self.frame_ready.set()
 
     def run(self) -> None:
+        try:
+            self._read()
+        finally:
+            self.frame_ready.set()  # a consumer waiting for this camera learns it has ended
+
+    def _read(self) -> None:
         delay = self.backoff_initial
         index = 0
         grabbed = 0  # frames taken from the source, kept or skipped (the media clock of a file)

@@ -72,6 +72,7 @@ class Agent:
         # detection thread: keep them quick (snapshots, live feeds, fusion).
         self.frame_observers: list[Callable[[Frame, FrameResult], None]] = []
         self._stop = threading.Event()
+        self._frame_ready = threading.Event()  # set by any camera reader with a new frame
 
     @property
     def detector(self) -> Detector:
@@ -89,7 +90,8 @@ class Agent:
         for camera in self.config.cameras:
             if not camera.enabled:
                 continue
-            reader = CameraReader(camera, realtime=self.realtime, max_frames=self.max_frames)
+            reader = CameraReader(camera, realtime=self.realtime, max_frames=self.max_frames,
+                                  frame_ready=self._frame_ready)
             fps = camera.fps_cap or 30.0
             tracker = TimedTracker(make_tracker(self.config.tracker, fps), self.times)
             gate_config = self.config.performance.motion_gate
@@ -132,6 +134,7 @@ class Agent:
 
     def stop(self) -> None:
         self._stop.set()
+        self._frame_ready.set()
 
     def shutdown(self) -> None:
         for runtime in self.cameras.values():
@@ -163,10 +166,11 @@ class Agent:
                 break
             if self.cameras and all(runtime.reader.finished for runtime in self.cameras.values()):
                 break
+            self._frame_ready.clear()  # before taking: a frame arriving from here on sets it again
             batch = self.frame_scheduler.pick(lambda camera_id: self.cameras[camera_id].reader.take(),
                                               self.config.performance.max_batch)
             if not batch:
-                self._stop.wait(0.002)
+                self._frame_ready.wait(0.05)
                 continue
             for (camera_id, frame), detections in zip(batch, self._detect(batch)):
                 self._process(camera_id, frame, detections)
