@@ -71,6 +71,7 @@ def run_ours(spec: dict) -> dict:
                   "lines": [{"id": "line", "points": [line[:2], line[2:]], "in_side": "left"}]}
                  for i in range(spec["cameras"])],
         detector={"model": spec["model"], "backend": spec["backend"]},
+        tracker={"kind": spec.get("tracker", "bytetrack")},
         storage={"path": str(db)},
         mqtt={"enabled": False},
         dashboard={"enabled": False},
@@ -107,7 +108,7 @@ def run_ours(spec: dict) -> dict:
     agent.shutdown()
     result = _figures(mark, end)
     result["peak_rss_mb"] = _peak_rss_mb()
-    result["counts"] = _our_counts(db)
+    result["counts"] = _our_counts(db, list(agent.cameras))
     result["skipped"] = sum(r.gate.stats.skipped for r in agent.cameras.values() if r.gate)
     result["dropped"] = sum(r.reader.stats.frames_dropped for r in agent.cameras.values())
     if rss_samples:
@@ -138,17 +139,17 @@ def _figures(mark: dict, end: dict) -> dict:
             "cpu_percent": (end["cpu"] - mark["cpu"]) / wall * 100}
 
 
-def _our_counts(db: Path) -> dict:
+def _our_counts(db: Path, cameras: list[str]) -> dict:
     """Per camera: every crossing (our rule) and each track's first crossing only
     (Ultralytics ObjectCounter's rule), from the committed events."""
     import sqlite3
 
     with sqlite3.connect(db) as conn:
         rows = conn.execute("SELECT camera_id, track_id, direction FROM events ORDER BY id").fetchall()
-    counts: dict[str, dict] = {}
+    counts = {camera: {"in": 0, "out": 0, "first_in": 0, "first_out": 0} for camera in cameras}
     seen: set[tuple[str, int]] = set()
     for camera, track, direction in rows:
-        entry = counts.setdefault(camera, {"in": 0, "out": 0, "first_in": 0, "first_out": 0})
+        entry = counts[camera]
         entry[direction] += 1
         if (camera, track) not in seen:
             seen.add((camera, track))
@@ -206,8 +207,9 @@ def run_ultralytics(spec: dict) -> dict:
 
 
 def run_model_alone(spec: dict) -> dict:
-    """The inference runtime alone on letterboxed frames of the clip: the floor
-    the pipeline's overhead is measured from."""
+    """The network alone in the inference runtime, on float NCHW input made
+    beforehand from letterboxed frames of the clip: no decode, no pre- or
+    post-processing. The floor the pipeline's overhead is measured from."""
     import cv2
     import numpy as np
 
@@ -228,17 +230,39 @@ def run_model_alone(spec: dict) -> dict:
     result: dict = {"input": f"{hw[0]}x{hw[1]}"}
     for batch in (1, 4) if detector.batches else (1,):
         inputs = [np.concatenate(blobs[i:i + batch]) for i in range(0, len(blobs) - batch + 1, batch)]
+        infer = _plain_model(spec, batch, hw)
         for blob in inputs[:3]:
-            detector._infer(blob)  # compile + warm
-        calls, started = 0, time.perf_counter()
+            infer(blob)  # warm
+        calls, started, cpu = 0, time.perf_counter(), time.process_time()
         while time.perf_counter() - started < spec.get("seconds", 8.0):
-            detector._infer(inputs[calls % len(inputs)])
+            infer(inputs[calls % len(inputs)])
             calls += 1
         elapsed = time.perf_counter() - started
         result[f"batch{batch}_ms_per_frame"] = elapsed * 1000 / (calls * batch)
+        result[f"batch{batch}_cpu_ms_per_frame"] = (time.process_time() - cpu) * 1000 / (calls * batch)
     result["fps"] = 1000 / result["batch1_ms_per_frame"]
+    result["cpu_ms_per_frame"] = result["batch1_cpu_ms_per_frame"]
     result["peak_rss_mb"] = _peak_rss_mb()
     return result
+
+
+def _plain_model(spec: dict, batch: int, hw: tuple[int, int]):
+    """The model file compiled as the detector compiles it, minus its in-graph preprocessing."""
+    path = Path(spec["model"])
+    if spec["backend"] == "onnxruntime":
+        import onnxruntime as ort
+
+        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        name = session.get_inputs()[0].name
+        return lambda blob: session.run(None, {name: blob})[0]
+    import openvino as ov
+
+    core = ov.Core()
+    model = core.read_model(str(next(path.glob("*.xml")) if path.is_dir() else path))
+    if not model.inputs[0].get_partial_shape().is_static:
+        model.reshape({model.inputs[0].any_name: [batch, 3, *hw]})
+    request = core.compile_model(model, "CPU", {"PERFORMANCE_HINT": "LATENCY"}).create_infer_request()
+    return lambda blob: request.infer({0: blob})[0]
 
 
 WORKERS = {"ours": run_ours, "ultralytics": run_ultralytics, "model": run_model_alone}
@@ -283,15 +307,18 @@ def plan(cameras: list[int], repeats: int, with_ultralytics: bool, batch: int) -
         runs.append({"kind": "model", "label": "model alone", "cameras": 1, "repeat": repeat})
         for count in cameras:
             runs.append({"kind": "ours", "label": f"ours, {count} cam, gate off", "cameras": count, "gate": False,
-                         "batch": batch, "repeat": repeat})
+                         "batch": 1, "repeat": repeat})
             if with_ultralytics:
                 runs.append({"kind": "ultralytics", "label": f"Ultralytics, {count} cam", "cameras": count,
                              "repeat": repeat})
             runs.append({"kind": "ours", "label": f"ours, {count} cam, gate on", "cameras": count, "gate": True,
-                         "batch": batch, "repeat": repeat})
+                         "batch": 1, "repeat": repeat})
+            if count == 1 and with_ultralytics:
+                runs.append({"kind": "ours", "label": "ours, 1 cam, gate off, Ultralytics' ByteTrack", "cameras": 1,
+                             "gate": False, "batch": 1, "tracker": "ultralytics-bytetrack", "repeat": repeat})
             if count > 1 and batch > 1:
-                runs.append({"kind": "ours", "label": f"ours, {count} cam, gate off, batch 1", "cameras": count,
-                             "gate": False, "batch": 1, "repeat": repeat})
+                runs.append({"kind": "ours", "label": f"ours, {count} cam, gate off, batch {batch}",
+                             "cameras": count, "gate": False, "batch": batch, "repeat": repeat})
     return runs
 
 
@@ -303,7 +330,8 @@ def summarise(results: dict[str, list[dict]]) -> dict[str, dict]:
     table = {}
     for label, runs in results.items():
         row = {"runs": len(runs)}
-        for key in ("fps", "cpu_percent", "peak_rss_mb", "batch1_ms_per_frame", "batch4_ms_per_frame"):
+        for key in ("fps", "cpu_percent", "peak_rss_mb", "batch1_ms_per_frame", "batch4_ms_per_frame",
+                    "cpu_ms_per_frame", "batch4_cpu_ms_per_frame"):
             values = [run[key] for run in runs if key in run]
             if values:
                 row[key] = _median(values)
@@ -321,15 +349,18 @@ def format_table(table: dict[str, dict], backend: str) -> str:
     model = table.get("model alone", {})
     floor = model.get("batch1_ms_per_frame")
     lines = [
-        "| run | frames/s | ms/frame | decode | motion | detect | track | count | store | CPU % | peak RSS MB |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| run | frames/s | ms/frame | decode | motion | detect | track | count | store | CPU % | CPU ms/frame "
+        "| peak RSS MB |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     if model:
+        cpu = model.get("cpu_ms_per_frame")
         lines.append(f"| model alone ({backend}, {model.get('input')}, batch 1) | {model['fps']:.1f} | {floor:.2f} | "
-                     f"| | {floor:.2f} | | | | | {model['peak_rss_mb']:.0f} |")
+                     f"| | {floor:.2f} | | | | {cpu * model['fps'] / 10:.0f} | {cpu:.1f} | |")
         if "batch4_ms_per_frame" in model:
             b4 = model["batch4_ms_per_frame"]
-            lines.append(f"| model alone ({backend}, batch 4) | {1000 / b4:.1f} | {b4:.2f} | | | {b4:.2f} | | | | | |")
+            lines.append(f"| model alone ({backend}, batch 4) | {1000 / b4:.1f} | {b4:.2f} | | | {b4:.2f} | | | | | "
+                         f"{model.get('batch4_cpu_ms_per_frame', 0):.1f} | |")
     for label, row in table.items():
         if label == "model alone":
             continue
@@ -341,28 +372,38 @@ def format_table(table: dict[str, dict], backend: str) -> str:
             cells = [f"{ms['decode']:.2f}", "–", f"{ms['detect']:.2f}", f"{ms['track']:.2f} (with count, drawing)",
                      "(in track)", "–"]
         lines.append(f"| {label} | {row['fps']:.1f} | {1000 / row['fps']:.2f} | " + " | ".join(cells)
-                     + f" | {row['cpu_percent']:.0f} | {row['peak_rss_mb']:.0f} |")
+                     + f" | {row['cpu_percent']:.0f} | {row['cpu_percent'] * 10 / row['fps']:.1f}"
+                     f" | {row['peak_rss_mb']:.0f} |")
     return "\n".join(lines)
 
 
 def format_comparison(table: dict[str, dict]) -> str:
-    out = ["| cameras | ours gate off / Ultralytics fps | ours gate on / Ultralytics fps | "
-           "RSS Ultralytics / ours | counts ours (every crossing) | ours (first per track) | Ultralytics |",
-           "|---|---:|---:|---:|---|---|---|"]
+    out = ["| cameras | frames/s ours (gate off) / Ultralytics | ours (gate on) / Ultralytics | "
+           "peak RSS Ultralytics / ours |", "|---|---:|---:|---:|"]
     for label, row in table.items():
         if not label.startswith("Ultralytics"):
             continue
         cameras = label.split(", ")[1]
         off, on = table.get(f"ours, {cameras}, gate off"), table.get(f"ours, {cameras}, gate on")
-        if not off:
+        if off:
+            out.append(f"| {cameras} | {off['fps'] / row['fps']:.2f}× | {(on or off)['fps'] / row['fps']:.2f}× | "
+                       f"{row['peak_rss_mb'] / off['peak_rss_mb']:.2f}× |")
+    return "\n".join(out)
+
+
+def format_counts(table: dict[str, dict]) -> str:
+    """Camera 1's counts. Ours counts every crossing; ObjectCounter counts a track once
+    (its first crossing), so ours is also shown under that rule."""
+    out = ["| run | every crossing | first crossing of each track |", "|---|---|---|"]
+    for label, row in table.items():
+        counts = (row.get("counts") or {}).get("cam1")
+        if counts is None:
             continue
-        mine = off["counts"].get("cam1", {})
-        theirs = row["counts"].get("cam1", {})
-        out.append(
-            f"| {cameras} | {off['fps'] / row['fps']:.2f}× | {(on or off)['fps'] / row['fps']:.2f}× | "
-            f"{row['peak_rss_mb'] / off['peak_rss_mb']:.2f}× | in {mine.get('in', 0)} out {mine.get('out', 0)} | "
-            f"in {mine.get('first_in', 0)} out {mine.get('first_out', 0)} | "
-            f"in {theirs.get('in', 0)} out {theirs.get('out', 0)} |")
+        every = f"in {counts['in']} out {counts['out']}" if "first_in" in counts else "–"
+        first = (f"in {counts['first_in']} out {counts['first_out']}" if "first_in" in counts
+                 else f"in {counts['in']} out {counts['out']}")
+        stable = "" if row.get("counts_stable", True) else " (varied between repeats)"
+        out.append(f"| {label} | {every} | {first}{stable} |")
     return "\n".join(out)
 
 
@@ -372,10 +413,10 @@ def overhead_lines(table: dict[str, dict]) -> list[str]:
         return []
     lines = []
     for label, row in table.items():
-        if label.startswith("ours") and "gate off" in label:
+        if label.startswith("ours") and "gate off" in label and "ByteTrack" not in label:
             cameras = int(label.split(", ")[1].split()[0])
-            floor = model["batch1_ms_per_frame"] if (cameras == 1 or "batch 1" in label) else \
-                model.get("batch4_ms_per_frame", model["batch1_ms_per_frame"])
+            floor = model.get("batch4_ms_per_frame", model["batch1_ms_per_frame"]) if "batch 4" in label else \
+                model["batch1_ms_per_frame"]
             overhead = (1000 / row["fps"]) / floor - 1
             lines.append(f"{label}: {1000 / row['fps']:.2f} ms/frame against {floor:.2f} for the model alone → "
                          f"pipeline overhead {overhead * 100:+.0f} %")
@@ -437,7 +478,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--frames", type=int, default=None, help="Frames per camera (default: the whole clip).")
     parser.add_argument("--line", default="0.3,0,0.3,1", help="Counting line X1,Y1,X2,Y2 (0-1).")
-    parser.add_argument("--batch", type=int, default=4, help="performance.max_batch for our multi-camera runs.")
+    parser.add_argument("--batch", type=int, default=4,
+                        help="Also run our multi-camera case with this performance.max_batch (1: skip).")
     parser.add_argument("--no-ultralytics", action="store_true", help="Skip the Ultralytics baseline.")
     parser.add_argument("--soak-minutes", type=float, default=0.0, help="Also run ours this long on the looped clip.")
     parser.add_argument("--soak-cameras", type=int, default=4)
@@ -469,7 +511,7 @@ def main(argv: list[str] | None = None) -> int:
         soak = None
         if args.soak_minutes:
             spec = {**common, "kind": "ours", "label": "soak", "cameras": args.soak_cameras, "gate": True,
-                    "batch": args.batch, "loop": True, "frames": None, "soak_minutes": args.soak_minutes,
+                    "batch": 1, "loop": True, "frames": None, "soak_minutes": args.soak_minutes,
                     "model": str(ours_model)}
             soak = run_child(spec, timeout=args.soak_minutes * 60 + 600)
     table = summarise(results)
@@ -478,14 +520,13 @@ def main(argv: list[str] | None = None) -> int:
           "stage (decode runs in the capture threads, beside detection)\n")
     print(format_table(table, args.backend))
     if not args.no_ultralytics:
-        print("\nours / Ultralytics (camera 1's counts; line " + args.line + ", in = moving right)\n")
+        print("\nours / Ultralytics\n")
         print(format_comparison(table))
+    print(f"\ncounts on camera 1 (line {args.line}, in = moving right)\n")
+    print(format_counts(table))
     print()
     for text in overhead_lines(table):
         print(text)
-    unstable = [label for label, row in table.items() if not row["counts_stable"]]
-    if unstable:
-        print(f"counts differed between repeats of: {', '.join(unstable)}")
     if soak is not None:
         print(soak_report(soak))
     if args.json:

@@ -204,6 +204,7 @@ class LeanDetector:
             else:
                 self.reshapable = True
             self._infer = self._infer_openvino
+            self._prepare = _stack_images
         elif runtime == "onnxruntime":
             if model_path.is_dir():
                 raise DetectorError("ONNX Runtime needs an .onnx file, not an OpenVINO folder")
@@ -221,23 +222,38 @@ class LeanDetector:
             else:
                 self.reshapable = True
             self._infer = self._infer_onnxruntime
+            self._prepare = _stack_blobs
         else:
             raise DetectorError(f"unknown lean runtime {runtime!r}")
 
     def _infer_onnxruntime(self, blob: np.ndarray) -> np.ndarray:
         return self._session.run(None, {self._input_name: blob})[0]
 
-    def _infer_openvino(self, blob: np.ndarray) -> np.ndarray:
-        key = (blob.shape[0], blob.shape[2], blob.shape[3])
+    def _infer_openvino(self, images: np.ndarray) -> np.ndarray:
+        """``images``: letterboxed BGR uint8, N x H x W x 3."""
+        key = images.shape[:3]
         request = self._ov_compiled.get(key)
         if request is None:
-            model = self._ov_model
-            if self.reshapable is not False and key != (1, *self.input_hw):
-                model = model.clone()
-                model.reshape({model.inputs[0].any_name: [key[0], 3, key[1], key[2]]})
-            request = self._ov_core.compile_model(model, "CPU", self._ov_properties).create_infer_request()
+            request = self._compile_openvino(*key)
             self._ov_compiled[key] = request
-        return request.infer({0: blob})[0]
+        return request.infer({0: images})[0]
+
+    def _compile_openvino(self, batch: int, height: int, width: int):
+        """The model for one input shape, taking the letterboxed BGR picture as it is:
+        OpenVINO converts it to the network's RGB float NCHW input inside the graph
+        (faster than doing it in numpy, and no 3 MB float copy per frame)."""
+        import openvino as ov
+        from openvino.preprocess import ColorFormat, PrePostProcessor
+
+        model = self._ov_model.clone()
+        if self.reshapable is not False and (batch, height, width) != (1, *self.input_hw):
+            model.reshape({model.inputs[0].any_name: [batch, 3, height, width]})
+        steps = PrePostProcessor(model)
+        steps.input().tensor().set_element_type(ov.Type.u8).set_layout(ov.Layout("NHWC")).set_color_format(
+            ColorFormat.BGR)
+        steps.input().model().set_layout(ov.Layout("NCHW"))
+        steps.input().preprocess().convert_element_type(ov.Type.f32).convert_color(ColorFormat.RGB).scale(255.0)
+        return self._ov_core.compile_model(steps.build(), "CPU", self._ov_properties).create_infer_request()
 
     @property
     def batches(self) -> bool:
@@ -260,12 +276,12 @@ class LeanDetector:
             step = len(indices) if self.batches else 1
             for start in range(0, len(indices), step):
                 chunk = indices[start:start + step]
-                boxes, blobs = [], []
+                boxes, pictures = [], []
                 for index in chunk:
                     boxed, box = letterbox(frames[index], *hw)
                     boxes.append(box)
-                    blobs.append(cv2.dnn.blobFromImage(boxed, 1 / 255.0, swapRB=True))
-                outputs = self._infer(blobs[0] if len(blobs) == 1 else np.concatenate(blobs))
+                    pictures.append(boxed)
+                outputs = self._infer(self._prepare(pictures))
                 for row, index in enumerate(chunk):
                     results[index] = decode_yolo_output(outputs[row], boxes[row], frames[index].shape,
                                                         self.config.classes, self.config.confidence, self.config.iou)
@@ -286,6 +302,14 @@ class LeanDetector:
                 "%s has a fixed input shape %dx%d: every frame is letterboxed to it, one frame per call; "
                 "`edge-agent models export %s --format openvino` makes a model that runs each camera at its "
                 "own size and batches cameras", self.model_path.name, *self.input_hw, self.model_path.name)
+
+
+def _stack_images(pictures: list[np.ndarray]) -> np.ndarray:
+    return pictures[0][None] if len(pictures) == 1 else np.stack(pictures)
+
+
+def _stack_blobs(pictures: list[np.ndarray]) -> np.ndarray:
+    return cv2.dnn.blobFromImages(pictures, 1 / 255.0, swapRB=True)
 
 
 def _read_openvino_metadata(folder: Path) -> dict[str, str]:

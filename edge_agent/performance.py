@@ -39,8 +39,10 @@ class PerformanceConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     # Frames (one per camera) sent to the detector in one call when the model
-    # takes batches (an exported OpenVINO model does). 1: one frame per call.
-    max_batch: Annotated[int, Field(ge=1, le=64)] = 4
+    # takes batches (an exported OpenVINO model does). On a CPU a batch was not
+    # faster per frame (bench/bench.py) and each batch size compiles its own copy
+    # of the model (~50 MB): 1. Raise it for a GPU/NPU (TensorRT, OpenVINO GPU).
+    max_batch: Annotated[int, Field(ge=1, le=64)] = 1
     motion_gate: MotionGateConfig = Field(default_factory=MotionGateConfig)
 
 

@@ -86,8 +86,7 @@ def test_exported_openvino_model_runs_rect_and_finds_what_the_onnx_file_finds(op
     assert exported.input_size_for((360, 640, 3), 320) == (192, 320)  # a camera's own imgsz
     # The same 640x640 input through both files finds the same people.
     boxed, box = letterbox(bus, 640, 640)
-    blob = cv2.dnn.blobFromImage(boxed, 1 / 255.0, swapRB=True)
-    found = [decode_yolo_output(detector._infer(blob)[0], box, bus.shape, [0], 0.25, 0.7)
+    found = [decode_yolo_output(detector._infer(detector._prepare([boxed]))[0], box, bus.shape, [0], 0.25, 0.7)
              for detector in (exported, original)]
     assert len(found[0]) == len(found[1]) == 4
     assert iou_matrix(found[0].xyxy, found[1].xyxy).max(axis=1).min() > 0.95
