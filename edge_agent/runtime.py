@@ -220,6 +220,13 @@ class Agent:
                         log.exception("frame observer %r failed", observer)
 
     # -- health ----------------------------------------------------------------------------
+    def stage_ms(self) -> dict[str, float]:
+        frames = sum(runtime.frames_processed for runtime in self.cameras.values())
+        stages = self.times.ms_per_frame(frames)
+        stages["decode"] = (sum(r.reader.stats.decode_seconds for r in self.cameras.values()) * 1000 / frames
+                            if frames else 0.0)
+        return stages
+
     def health(self) -> dict:
         now = time.time()
         cameras = []
@@ -243,6 +250,8 @@ class Agent:
             "detector": {
                 "backend": getattr(self._detector, "backend", None),
                 "median_ms": round(detect_ms[len(detect_ms) // 2], 1) if detect_ms else None,
+                # Mean time per processed frame in each stage since start (decode: capture threads).
+                "stage_ms": {stage: round(ms, 2) for stage, ms in self.stage_ms().items()},
             },
             "uplink": self.uplink.health() if self.uplink else {"connected": False, "enabled": False,
                                                                  "pending": self.store.pending_count()},
