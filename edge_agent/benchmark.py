@@ -100,8 +100,10 @@ def run_ours(spec: dict) -> dict:
     agent.frame_observers.append(on_frame)
     agent.start()
     if spec.get("soak_minutes"):
-        _sample_rss(rss_samples, agent._stop)
+        done = threading.Event()
+        _sample_rss(rss_samples, done)
         agent.run(duration=spec["soak_minutes"] * 60)
+        done.set()
     else:
         agent.run()
     end = snapshot()
