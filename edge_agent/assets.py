@@ -8,8 +8,6 @@ import hashlib
 import logging
 import os
 import shutil
-import subprocess
-import sys
 import tempfile
 import urllib.request
 from dataclasses import dataclass
@@ -139,22 +137,13 @@ def _derived_checksum(path: Path) -> str | None:
     return None
 
 
-def export_model(source: Path, fmt: str, target: Path | None = None, imgsz: int = 640) -> Path:
-    """Export with Ultralytics in a child process, so torch never stays resident in the agent."""
-    code = (
-        "import sys; from ultralytics import YOLO; "
-        "print(YOLO(sys.argv[1], task='detect').export(format=sys.argv[2], imgsz=int(sys.argv[3])))"
-    )
-    env = {**os.environ, "YOLO_OFFLINE": "1"}
-    result = subprocess.run(
-        [sys.executable, "-c", code, str(source), fmt, str(imgsz)], capture_output=True, text=True, env=env
-    )
-    if result.returncode != 0:
-        raise AssetError(f"exporting {source} to {fmt} failed:\n{result.stderr[-2000:]}")
-    produced = Path(result.stdout.strip().splitlines()[-1])
-    if target is not None and produced != target:
-        if target.exists():
-            shutil.rmtree(target) if target.is_dir() else target.unlink()
-        shutil.move(str(produced), str(target))
-        return target
-    return produced
+def export_model(source: Path, fmt: str, target: Path | None = None, imgsz: int = 640, **options) -> Path:
+    """Export with Ultralytics in a child process, so torch never stays resident in the agent
+    (see :mod:`edge_agent.model_export`)."""
+    from .model_export import ExportError
+    from .model_export import export_model as run_export
+
+    try:
+        return run_export(source, fmt, target, imgsz=imgsz, **options)
+    except ExportError as exc:
+        raise AssetError(str(exc)) from None

@@ -41,17 +41,24 @@ class CameraStats:
     last_frame_ts: float | None = None
     last_error: str | None = None
     source_fps: float | None = None
+    decode_seconds: float = 0.0  # time spent reading and decoding delivered frames
     width: int | None = None
     height: int | None = None
     started_at: float = field(default_factory=time.time)
 
 
+# A network camera that accepts the connection but sends nothing (or stops
+# sending) fails after this long and is reconnected with backoff, instead of
+# holding its reader for OpenCV's default 30 s.
+NETWORK_TIMEOUT_MS = 10_000
+
+
 def open_capture(source: str | int) -> cv2.VideoCapture:
     if isinstance(source, int):
         capture = cv2.VideoCapture(source)
-    elif source.startswith(("rtsp://", "rtsps://")):
-        # TCP avoids the smeared frames UDP gives on busy store Wi-Fi.
-        capture = cv2.VideoCapture(source, cv2.CAP_FFMPEG)
+    elif "://" in source:
+        timeouts = [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, NETWORK_TIMEOUT_MS, cv2.CAP_PROP_READ_TIMEOUT_MSEC, NETWORK_TIMEOUT_MS]
+        capture = cv2.VideoCapture(source, cv2.CAP_FFMPEG, timeouts)
     else:
         capture = cv2.VideoCapture(source)
     return capture
@@ -72,8 +79,11 @@ class CameraReader(threading.Thread):
         backoff_initial: float = 0.5,
         backoff_max: float = 30.0,
         max_frames: int | None = None,
+        frame_ready: threading.Event | None = None,
     ) -> None:
         super().__init__(name=f"camera-{camera.id}", daemon=True)
+        # Set on every new frame (and at the end), so a consumer waits for a frame instead of polling.
+        self.frame_ready = frame_ready or threading.Event()
         self.camera = camera
         self.realtime = realtime
         self.backoff_initial = backoff_initial
@@ -116,10 +126,19 @@ class CameraReader(threading.Thread):
             elif self._slot is not None:
                 self.stats.frames_dropped += 1
             self._slot = frame
+        self.frame_ready.set()
 
     def run(self) -> None:
+        try:
+            self._read()
+        finally:
+            self.frame_ready.set()  # a consumer waiting for this camera learns it has ended
+
+    def _read(self) -> None:
         delay = self.backoff_initial
         index = 0
+        grabbed = 0  # frames taken from the source, kept or skipped (the media clock of a file)
+        origin = time.time()
         while not self._stop.is_set():
             capture = open_capture(self.camera.source)
             if not capture.isOpened():
@@ -136,26 +155,35 @@ class CameraReader(threading.Thread):
             got_any = False
             next_due = time.monotonic()
             while not self._stop.is_set():
-                ok, image = capture.read()
-                if not ok or image is None:
+                started = time.perf_counter()
+                if not capture.grab():
                     break
                 got_any = True
+                grabbed += 1
                 now_mono = time.monotonic()
-                if pace:
-                    if self.camera.is_file and self.realtime:
-                        # A file has no clock of its own: sleep until this frame is due.
-                        if next_due > now_mono:
-                            self._stop.wait(next_due - now_mono)
-                        next_due = max(next_due + pace, time.monotonic() - pace)
-                    elif self.camera.fps_cap and now_mono < next_due:
-                        continue  # live source above the cap: skip without decoding further
-                    else:
-                        next_due = now_mono + pace
+                if pace and not (self.camera.is_file and self.realtime):
+                    if self.camera.fps_cap and now_mono < next_due:
+                        continue  # live source above the cap: skip it before its colour conversion
+                    next_due = now_mono + pace
+                ok, image = capture.retrieve()
+                if not ok or image is None:
+                    break
+                self.stats.decode_seconds += time.perf_counter() - started
+                if pace and self.camera.is_file and self.realtime:
+                    # A file has no clock of its own: sleep until this frame is due.
+                    now_mono = time.monotonic()
+                    if next_due > now_mono:
+                        self._stop.wait(next_due - now_mono)
+                    next_due = max(next_due + pace, time.monotonic() - pace)
                 self.stats.state = "streaming"
                 self.stats.frames_read += 1
-                self.stats.last_frame_ts = time.time()
+                self.stats.last_frame_ts = ts = time.time()
+                if self.camera.is_file and not self.realtime and self.stats.source_fps:
+                    # Read as fast as it is processed: keep the video's own clock, so tracking
+                    # (which ages tracks by time) gives the same result on a fast or a slow machine.
+                    ts = origin + (grabbed - 1) / self.stats.source_fps
                 self.stats.height, self.stats.width = image.shape[:2]
-                self._put(Frame(self.camera.id, index, self.stats.last_frame_ts, image))
+                self._put(Frame(self.camera.id, index, ts, image))
                 index += 1
                 delay = self.backoff_initial
                 if self.max_frames is not None and index >= self.max_frames:

@@ -236,18 +236,30 @@ def models_fetch(name: str, assets_dir: Path | None) -> None:
 
 @models_group.command("export")
 @click.argument("model")
-@click.option("--format", "fmt", type=click.Choice(["onnx", "openvino", "ncnn", "engine", "tflite"]), required=True)
+@click.option("--format", "fmt", type=click.Choice(["openvino", "onnx", "ncnn", "engine", "torchscript", "tflite", "pt"]),
+              required=True, help="openvino: Intel/AMD x86 boxes; ncnn: Raspberry Pi / ARM; engine: Jetson (TensorRT, "
+                                  "run it on the Jetson itself); pt: PyTorch weights rebuilt from an Ultralytics ONNX.")
 @click.option("--imgsz", type=int, default=640, show_default=True)
+@click.option("--dynamic/--static", default=None,
+              help="Free input shapes (default for openvino and onnx: each camera at its own size, cameras batched).")
+@click.option("--half", is_flag=True, help="FP16 weights (TensorRT, OpenVINO).")
+@click.option("--batch", type=int, default=1, show_default=True, help="Largest batch (static exports, TensorRT).")
 @click.option("--assets-dir", type=click.Path(file_okay=False, path_type=Path), default=None)
-def models_export(model: str, fmt: str, imgsz: int, assets_dir: Path | None) -> None:
-    """Convert MODEL (a .pt or .onnx) for this box with Ultralytics' exporter."""
+def models_export(model: str, fmt: str, imgsz: int, dynamic: bool | None, half: bool, batch: int,
+                  assets_dir: Path | None) -> None:
+    """Convert MODEL (a .pt, or an Ultralytics .onnx export) for this box with Ultralytics' exporter.
+
+    The result lands beside MODEL (e.g. yolov8n_fp32_openvino_model/ in the assets directory); name it as
+    detector.model in the configuration.
+    """
     directory = assets_dir or load_config().assets_dir
     source = ensure_asset(model, directory)
-    click.echo(export_model(Path(source), fmt, imgsz=imgsz))
+    click.echo(export_model(Path(source), fmt, imgsz=imgsz, dynamic=dynamic, half=half, batch=batch))
 
 
 # Command groups that live in their own modules.
 from .export import export_command  # noqa: E402
+from .benchmark import bench_command  # noqa: E402
 from .hq.cli import hq  # noqa: E402
 from .synthetic import simulate_command  # noqa: E402
 
@@ -269,6 +281,8 @@ main.add_command(doctor)
 from .fleet import fleet  # noqa: E402
 
 main.add_command(fleet)
+main.add_command(bench_command)
 
 if __name__ == "__main__":
     main()
+

@@ -26,6 +26,7 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 from .sensors.config import SensorsConfig, resolve_nodes
 from .analytics.settings import AnalyticsSettings, LineRulesConfig
 from .ops.settings import LoggingConfig, MetricsConfig
+from .performance import PerformanceConfig
 
 Coord = Annotated[float, Field(ge=0.0, le=1.0)]
 Identifier = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")]
@@ -348,6 +349,7 @@ class AgentConfig(BaseSettings):
     analytics: AnalyticsSettings = Field(default_factory=AnalyticsSettings)
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
     metrics: MetricsConfig = Field(default_factory=MetricsConfig)
+    performance: PerformanceConfig = Field(default_factory=PerformanceConfig)
     timezone: str = "UTC"
     sensors: SensorsConfig | None = None  # ESPHome sensor nodes on the store's broker (issue 5)
 

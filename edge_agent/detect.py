@@ -148,11 +148,24 @@ def _input_hw(metadata: dict[str, str], fallback: int) -> tuple[int, int]:
     return fallback, fallback
 
 
-class LeanDetector:
-    """OpenVINO or ONNX Runtime, no torch; batch 1, frames run one after another.
+def rect_input_hw(frame_shape: Sequence[int], size: int, stride: int) -> tuple[int, int]:
+    """Ultralytics' "rect" input for one frame: the longer side is ``size``, the
+    shorter one padded only up to a multiple of ``stride`` (640x360 -> 384x640)."""
+    h, w = frame_shape[:2]
+    scale = min(size / h, size / w)
+    new_h, new_w = round(h * scale), round(w * scale)
+    return new_h + (size - new_h) % stride, new_w + (size - new_w) % stride
 
-    OpenVINO models are reshaped per requested input size, so a camera can run
-    a smaller ``imgsz`` than the model was exported with (YOLO is convolutional).
+
+class LeanDetector:
+    """OpenVINO or ONNX Runtime, no torch.
+
+    A model with a free input shape (``models export --format openvino``, which
+    exports dynamic shapes) runs each camera at its own ``imgsz`` with
+    Ultralytics' rect letterbox (640x360 → 384x640, ~40 % less work than
+    640x640) and several frames of one size in one inference call. A model with
+    a fixed shape (an ONNX file exported with ``dynamic=False``) runs every
+    frame at its own size, one frame per call.
     """
 
     def __init__(self, model_path: Path, config: DetectorConfig, runtime: str) -> None:
@@ -170,6 +183,9 @@ class LeanDetector:
             metadata = _read_onnx_metadata(model_path)
             source = model_path
         self.input_hw = _input_hw(metadata, config.imgsz)
+        self.stride = int(metadata.get("stride") or 32)
+        # True once the model has accepted another input shape; False once it refused one.
+        self.reshapable: bool | None = None
         if runtime == "openvino":
             import openvino as ov
 
@@ -180,8 +196,15 @@ class LeanDetector:
             self._ov_core = core
             self._ov_model = core.read_model(str(source))
             self._ov_properties = properties
-            self._ov_compiled: dict[tuple[int, int], object] = {}
+            # One compiled model per (batch, height, width): bounded by cameras × sizes.
+            self._ov_compiled: dict[tuple[int, int, int], object] = {}
+            shape = self._ov_model.inputs[0].get_partial_shape()
+            if shape.is_static:
+                self.input_hw = (shape[2].get_length(), shape[3].get_length())
+            else:
+                self.reshapable = True
             self._infer = self._infer_openvino
+            self._prepare = _stack_images
         elif runtime == "onnxruntime":
             if model_path.is_dir():
                 raise DetectorError("ONNX Runtime needs an .onnx file, not an OpenVINO folder")
@@ -193,41 +216,100 @@ class LeanDetector:
             self._session = ort.InferenceSession(str(source), options, providers=["CPUExecutionProvider"])
             self._input_name = self._session.get_inputs()[0].name
             shape = self._session.get_inputs()[0].shape
-            if isinstance(shape[2], int) and isinstance(shape[3], int):
+            if all(isinstance(dim, int) for dim in shape):
                 self.input_hw = (shape[2], shape[3])
+                self.reshapable = False
+            else:
+                self.reshapable = True
             self._infer = self._infer_onnxruntime
+            self._prepare = _stack_blobs
         else:
             raise DetectorError(f"unknown lean runtime {runtime!r}")
 
-    def _infer_onnxruntime(self, blob: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
+    def _infer_onnxruntime(self, blob: np.ndarray) -> np.ndarray:
         return self._session.run(None, {self._input_name: blob})[0]
 
-    def _infer_openvino(self, blob: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
-        request = self._ov_compiled.get(hw)
+    def _infer_openvino(self, images: np.ndarray) -> np.ndarray:
+        """``images``: letterboxed BGR uint8, N x H x W x 3."""
+        key = images.shape[:3]
+        request = self._ov_compiled.get(key)
         if request is None:
-            model = self._ov_model.clone()
-            model.reshape({model.inputs[0].any_name: [1, 3, hw[0], hw[1]]})
-            request = self._ov_core.compile_model(model, "CPU", self._ov_properties).create_infer_request()
-            self._ov_compiled[hw] = request
-        return request.infer({0: blob})[0]
+            request = self._compile_openvino(*key)
+            self._ov_compiled[key] = request
+        return request.infer({0: images})[0]
+
+    def _compile_openvino(self, batch: int, height: int, width: int):
+        """The model for one input shape, taking the letterboxed BGR picture as it is:
+        OpenVINO converts it to the network's RGB float NCHW input inside the graph
+        (faster than doing it in numpy, and no 3 MB float copy per frame)."""
+        import openvino as ov
+        from openvino.preprocess import ColorFormat, PrePostProcessor
+
+        model = self._ov_model.clone()
+        if self.reshapable is not False and (batch, height, width) != (1, *self.input_hw):
+            model.reshape({model.inputs[0].any_name: [batch, 3, height, width]})
+        steps = PrePostProcessor(model)
+        steps.input().tensor().set_element_type(ov.Type.u8).set_layout(ov.Layout("NHWC")).set_color_format(
+            ColorFormat.BGR)
+        steps.input().model().set_layout(ov.Layout("NCHW"))
+        steps.input().preprocess().convert_element_type(ov.Type.f32).convert_color(ColorFormat.RGB).scale(255.0)
+        return self._ov_core.compile_model(steps.build(), "CPU", self._ov_properties).create_infer_request()
+
+    @property
+    def batches(self) -> bool:
+        """Whether frames of one size go through the model in one call."""
+        return bool(self.reshapable)
 
     def input_size_for(self, frame_shape: tuple[int, ...], imgsz: int | None) -> tuple[int, int]:
-        if self.backend != "openvino":
+        if not self.reshapable:
             return self.input_hw
-        size = imgsz or self.input_hw[1]
-        return size, size
+        return rect_input_hw(frame_shape, imgsz or max(self.input_hw), self.stride)
 
     def detect(self, frames: Sequence[np.ndarray], imgsz: int | None = None) -> list[sv.Detections]:
-        results = []
-        for frame in frames:
-            hw = self.input_size_for(frame.shape, imgsz)
-            boxed, box = letterbox(frame, *hw)
-            blob = cv2.dnn.blobFromImage(boxed, 1 / 255.0, swapRB=True)
-            output = self._infer(blob, hw)[0]
-            results.append(
-                decode_yolo_output(output, box, frame.shape, self.config.classes, self.config.confidence, self.config.iou)
-            )
-        return results
+        if self.reshapable is None and frames:
+            self._probe_reshape(frames[0].shape, imgsz)
+        groups: dict[tuple[int, int], list[int]] = {}
+        for index, frame in enumerate(frames):
+            groups.setdefault(self.input_size_for(frame.shape, imgsz), []).append(index)
+        results: list[sv.Detections | None] = [None] * len(frames)
+        for hw, indices in groups.items():
+            step = len(indices) if self.batches else 1
+            for start in range(0, len(indices), step):
+                chunk = indices[start:start + step]
+                boxes, pictures = [], []
+                for index in chunk:
+                    boxed, box = letterbox(frames[index], *hw)
+                    boxes.append(box)
+                    pictures.append(boxed)
+                outputs = self._infer(self._prepare(pictures))
+                for row, index in enumerate(chunk):
+                    results[index] = decode_yolo_output(outputs[row], boxes[row], frames[index].shape,
+                                                        self.config.classes, self.config.confidence, self.config.iou)
+        return results  # type: ignore[return-value]
+
+    def _probe_reshape(self, frame_shape: tuple[int, ...], imgsz: int | None) -> None:
+        """A static OpenVINO model may still take other shapes (a fully
+        convolutional graph) or not (Ultralytics bakes the anchor grid into a
+        ``dynamic=False`` export): try once, remember the answer."""
+        hw = rect_input_hw(frame_shape, imgsz or max(self.input_hw), self.stride)
+        try:
+            model = self._ov_model.clone()
+            model.reshape({model.inputs[0].any_name: [2, 3, hw[0], hw[1]]})
+            self.reshapable = True
+        except RuntimeError:
+            self.reshapable = False
+            log.warning(
+                "%s has a fixed input shape %dx%d: every frame is letterboxed to it, one frame per call; "
+                "`edge-agent models export %s --format openvino` makes a model that runs each camera at its "
+                "own size and batches cameras", self.model_path.name, *self.input_hw, self.model_path.name)
+
+
+def _stack_images(pictures: list[np.ndarray]) -> np.ndarray:
+    return pictures[0][None] if len(pictures) == 1 else np.stack(pictures)
+
+
+def _stack_blobs(pictures: list[np.ndarray]) -> np.ndarray:
+    return cv2.dnn.blobFromImages(pictures, 1 / 255.0, swapRB=True)
 
 
 def _read_openvino_metadata(folder: Path) -> dict[str, str]:

@@ -78,7 +78,7 @@ def apply_config(agent: Agent, new: AgentConfig) -> dict:
                 restart.append(key)
         agent.config = new.model_copy(update={
             # What needs a restart keeps running as it was started.
-            key: getattr(old, key) for key in ("mqtt", "detector", "tracker", "dashboard", "assets_dir")
+            key: getattr(old, key) for key in ("mqtt", "detector", "tracker", "dashboard", "assets_dir", "performance")
             if key in restart
         })
         recorder = getattr(agent, "recorder", None)  # the analytics' copy of the layout, where there is one

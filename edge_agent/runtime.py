@@ -8,10 +8,12 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import supervision as sv
 from apscheduler.schedulers.background import BackgroundScheduler
 
 from .analytics.recorder import AnalyticsRecorder
@@ -19,12 +21,15 @@ from .assets import ensure_asset
 from .capture import CameraReader, Frame
 from .config import AgentConfig
 from .detect import Detector, load_detector
+from .motion import MotionGate
+from .performance import FairScheduler, StageTimes, TimedTracker
 from .pipeline import CameraAnalytics, FrameResult
 from .feed import live_event_listener, queue_health
 from .reload import apply_config, reload_config
 from .retention import prune, storage_status
 from .rollup import Identity, close_minutes, close_periods
 from .storage import Store
+from .tracking import make_tracker
 from .uplink import Uplink
 
 log = logging.getLogger(__name__)
@@ -34,16 +39,17 @@ log = logging.getLogger(__name__)
 class CameraRuntime:
     reader: CameraReader
     analytics: CameraAnalytics
+    gate: MotionGate | None = None
     frames_processed: int = 0
     crossings: int = 0
     last_ts: float | None = None
-    recent: list[float] = field(default_factory=list)  # processing times, for fps
+    # Processing times of the last frames, for fps; bounded, so a long run keeps flat memory.
+    recent: deque[float] = field(default_factory=lambda: deque(maxlen=1024))
     # Held while analytics state changes hands (a frame's results, a layout swap, shutdown).
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def processing_fps(self, now: float) -> float:
-        self.recent = [t for t in self.recent if now - t <= 5.0]
-        return round(len(self.recent) / 5.0, 1)
+        return round(sum(1 for t in self.recent if now - t <= 5.0) / 5.0, 1)
 
 
 def identity_from(config: AgentConfig) -> Identity:
@@ -72,7 +78,9 @@ class Agent:
         self.scheduler = BackgroundScheduler(timezone="UTC")
         self.jobs: dict[str, dict] = {}
         self.started_at = time.time()
-        self.detect_ms: list[float] = []
+        self.detect_ms: deque[float] = deque(maxlen=100)
+        self.times = StageTimes()  # seconds per stage since start: health() and the benchmark
+        self.frame_scheduler: FairScheduler[Frame] = FairScheduler([])
         # Called after each processed frame's results are committed, in the
         # detection thread: keep them quick (snapshots, live feeds, fusion).
         self.frame_observers: list[Callable[[Frame, FrameResult], None]] = []
@@ -83,6 +91,7 @@ class Agent:
         # (ops/watchdog.py) pings only while it moves. Any loop rewrite must keep setting it.
         self.loop_heartbeat: float | None = None
         self.ops = None  # ops.Ops: readiness, watchdog, metrics port (attached at the end of start)
+        self._frame_ready = threading.Event()  # set by any camera reader with a new frame
 
     @property
     def detector(self) -> Detector:
@@ -110,11 +119,19 @@ class Agent:
         for camera in self.config.cameras:
             if not camera.enabled:
                 continue
-            reader = CameraReader(camera, realtime=self.realtime, max_frames=self.max_frames)
+            reader = CameraReader(camera, realtime=self.realtime, max_frames=self.max_frames,
+                                  frame_ready=self._frame_ready)
             fps = camera.fps_cap or 30.0
+            tracker = TimedTracker(make_tracker(self.config.tracker, fps), self.times)
+            gate_config = self.config.performance.motion_gate
             self.cameras[camera.id] = CameraRuntime(
-                reader, CameraAnalytics(camera, self.config.tracker, fps, settings=analytics, pose=self.pose))
+                reader,
+                CameraAnalytics(camera, self.config.tracker, fps, tracker=tracker, settings=analytics,
+                                pose=self.pose),
+                MotionGate(gate_config) if gate_config.enabled else None,
+            )
             reader.start()
+        self.frame_scheduler = FairScheduler(list(self.cameras))
         if self.config.mqtt.enabled:
             self.uplink = Uplink(self.config.mqtt, self.store, self.identity)
             self.uplink.handlers["reload-config"] = lambda command: reload_config(self)
@@ -182,6 +199,7 @@ class Agent:
 
     def stop(self) -> None:
         self._stop.set()
+        self._frame_ready.set()
 
     def shutdown(self) -> None:
         if self.ops is not None:
@@ -224,52 +242,83 @@ class Agent:
 
     # -- main loop ------------------------------------------------------------------------
     def run(self, duration: float | None = None) -> None:
-        """Detect round-robin over cameras that have a new frame until stopped,
-        ``duration`` passes, or every (non-looping file) camera has ended."""
+        """Detect over cameras that have a new frame until stopped, ``duration``
+        passes, or every (non-looping file) camera has ended.
+
+        Each turn takes at most one (the newest) frame per camera, up to
+        ``performance.max_batch``, in round-robin order (:class:`FairScheduler`),
+        and detects them in as few inference calls as the model allows."""
         deadline = time.monotonic() + duration if duration else None
-        order = list(self.cameras)
-        position = 0
         while not self._stop.is_set():
             self.loop_heartbeat = time.monotonic()
             if deadline and time.monotonic() >= deadline:
                 break
-            if order and all(self.cameras[c].reader.finished for c in order):
+            if self.cameras and all(runtime.reader.finished for runtime in self.cameras.values()):
                 break
-            worked = False
-            for step in range(len(order)):
-                camera_id = order[(position + step) % len(order)]
-                frame = self.cameras[camera_id].reader.take()
-                if frame is None:
-                    continue
-                position = (position + step + 1) % len(order)  # fair: next turn starts after this camera
-                self._process(camera_id, frame)
-                worked = True
-                break
-            if not worked:
-                self._stop.wait(0.002 if order else 0.2)  # no cameras (sensor-only box): nothing to poll
+            self._frame_ready.clear()  # before taking: a frame arriving from here on sets it again
+            batch = self.frame_scheduler.pick(lambda camera_id: self.cameras[camera_id].reader.take(),
+                                              self.config.performance.max_batch)
+            if not batch:
+                self._frame_ready.wait(0.05)
+                continue
+            for (camera_id, frame), detections in zip(batch, self._detect(batch)):
+                self._process(camera_id, frame, detections)
 
-    def _process(self, camera_id: str, frame) -> None:
+    def _detect(self, batch: list[tuple[str, Frame]]) -> list[sv.Detections]:
+        """Detections per frame: the motion gate's (nothing moved) or the detector's,
+        one call per input size (cameras may set their own ``imgsz``)."""
+        found: list[sv.Detections | None] = [None] * len(batch)
+        by_size: dict[int | None, list[int]] = {}
+        for index, (camera_id, frame) in enumerate(batch):
+            runtime = self.cameras[camera_id]
+            if runtime.gate is not None:
+                with self.times.timed("motion"):
+                    found[index] = runtime.gate.reuse(frame.image, frame.ts)
+            if found[index] is None:
+                by_size.setdefault(runtime.analytics.camera.imgsz, []).append(index)
+        for imgsz, indices in by_size.items():
+            started = time.perf_counter()
+            results = self.detector.detect([batch[i][1].image for i in indices], imgsz=imgsz)
+            elapsed = time.perf_counter() - started
+            self.times.add("detect", elapsed, len(indices))
+            self.detect_ms.append(elapsed * 1000 / len(indices))
+            for index, detections in zip(indices, results):
+                found[index] = detections
+                gate = self.cameras[batch[index][0]].gate
+                if gate is not None:
+                    gate.detected(detections)
+        return found  # type: ignore[return-value]
+
+    def _process(self, camera_id: str, frame: Frame, detections: sv.Detections) -> None:
         runtime = self.cameras[camera_id]
-        camera = runtime.analytics.camera
-        started = time.perf_counter()
-        detections = self.detector.detect([frame.image], imgsz=camera.imgsz)[0]
-        self.detect_ms.append((time.perf_counter() - started) * 1000)
-        del self.detect_ms[:-100]
         with runtime.lock:
+            started, tracked_before = time.perf_counter(), self.times.seconds["track"]
             result = runtime.analytics.process(detections, frame.image.shape, frame.ts, image=frame.image)
-            self.recorder.record(camera_id, result)  # before store.record moves the watermark
-            self.store.record(camera_id, frame.ts, result.crossings)
+            # The tracker books its own time as "track"; the rest of the analytics is "count".
+            self.times.add("count", time.perf_counter() - started - (self.times.seconds["track"] - tracked_before))
+            with self.times.timed("store"):
+                self.recorder.record(camera_id, result)  # before store.record moves the watermark
+                self.store.record(camera_id, frame.ts, result.crossings)
             runtime.last_ts = frame.ts
         runtime.frames_processed += 1
         runtime.crossings += len(result.crossings)
         runtime.recent.append(time.time())
-        for observer in self.frame_observers:
-            try:
-                observer(frame, result)
-            except Exception:
-                log.exception("frame observer %r failed", observer)
+        if self.frame_observers:
+            with self.times.timed("observers"):
+                for observer in self.frame_observers:
+                    try:
+                        observer(frame, result)
+                    except Exception:
+                        log.exception("frame observer %r failed", observer)
 
     # -- health ----------------------------------------------------------------------------
+    def stage_ms(self) -> dict[str, float]:
+        frames = sum(runtime.frames_processed for runtime in self.cameras.values())
+        stages = self.times.ms_per_frame(frames)
+        stages["decode"] = (sum(r.reader.stats.decode_seconds for r in self.cameras.values()) * 1000 / frames
+                            if frames else 0.0)
+        return stages
+
     def health(self) -> dict:
         now = time.time()
         cameras = []
@@ -281,6 +330,7 @@ class Agent:
                 "fps": runtime.processing_fps(now),
                 "frames_processed": runtime.frames_processed,
                 "frames_dropped": stats.frames_dropped,
+                "frames_skipped_by_motion_gate": runtime.gate.stats.skipped if runtime.gate else 0,
                 "reconnects": stats.reconnects,
                 "last_frame_age_s": round(now - stats.last_frame_ts, 1) if stats.last_frame_ts else None,
                 "last_error": stats.last_error,
@@ -292,6 +342,8 @@ class Agent:
             "detector": {
                 "backend": getattr(self._detector, "backend", None),
                 "median_ms": round(detect_ms[len(detect_ms) // 2], 1) if detect_ms else None,
+                # Mean time per processed frame in each stage since start (decode: capture threads).
+                "stage_ms": {stage: round(ms, 2) for stage, ms in self.stage_ms().items()},
             },
             "uplink": self.uplink.health() if self.uplink else {"connected": False, "enabled": False,
                                                                  "pending": self.store.pending_count()},
