@@ -13,13 +13,13 @@ What each side runs (``--backend openvino``, the default):
   (1x3x384x640 for 640x360), fed letterboxed frames of the clip; no decode, no
   pre/post-processing. Also at batch 4, to see whether batching pays on this CPU.
 * **ours** – the real :class:`~edge_agent.runtime.Agent` (capture threads, fair
-  scheduler, lean OpenVINO detector, ByteTrack, line counter, SQLite with
+  scheduler, lean OpenVINO detector, BoT-SORT (the default tracker), line counter, SQLite with
   ``synchronous=FULL``), every frame of the clip (``realtime=False``),
   1 or 4 cameras, motion gate off/on.
 * **Ultralytics** – ``ultralytics.solutions.ObjectCounter`` per camera on the
   same OpenVINO folder (Ultralytics' OpenVINO backend, rect letterbox), same
   line, ``classes=[0]``, ``conf=0.1``, ``iou=0.7``, ``tracker=bytetrack.yaml``
-  (our tracker's algorithm and thresholds), frames read with OpenCV in the
+  (ByteTrack, faster than its default tracker; one of our rows runs ByteTrack too), frames read with OpenCV in the
   same process one after another, ``show=False``.
 
 ``--backend onnxruntime`` runs both sides on the float ONNX file with ONNX
@@ -71,7 +71,7 @@ def run_ours(spec: dict) -> dict:
                   "lines": [{"id": "line", "points": [line[:2], line[2:]], "in_side": "left"}]}
                  for i in range(spec["cameras"])],
         detector={"model": spec["model"], "backend": spec["backend"]},
-        tracker={"kind": spec.get("tracker", "bytetrack")},
+        tracker={"kind": spec.get("tracker", "botsort")},  # the agent's default
         storage={"path": str(db)},
         mqtt={"enabled": False},
         dashboard={"enabled": False},
@@ -315,6 +315,11 @@ def plan(cameras: list[int], repeats: int, with_ultralytics: bool, batch: int) -
                              "repeat": repeat})
             runs.append({"kind": "ours", "label": f"ours, {count} cam, gate on", "cameras": count, "gate": True,
                          "batch": 1, "repeat": repeat})
+            if count == 1:
+                # Our rows run the agent's default tracker (BoT-SORT from Roboflow trackers); this one
+                # runs the ByteTrack of the same package, the algorithm the Ultralytics row uses.
+                runs.append({"kind": "ours", "label": "ours, 1 cam, gate off, Roboflow ByteTrack",
+                             "cameras": 1, "gate": False, "batch": 1, "tracker": "bytetrack", "repeat": repeat})
             if count == 1 and with_ultralytics:
                 runs.append({"kind": "ours", "label": "ours, 1 cam, gate off, Ultralytics' ByteTrack", "cameras": 1,
                              "gate": False, "batch": 1, "tracker": "ultralytics-bytetrack", "repeat": repeat})

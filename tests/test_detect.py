@@ -6,6 +6,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+import supervision as sv
 
 from edge_agent.config import DetectorConfig
 from edge_agent.detect import choose_backend, letterbox, load_detector
@@ -18,14 +19,6 @@ def bus():
     image = cv2.imread(str(Path(ultralytics.__file__).parent / "assets" / "bus.jpg"))
     assert image is not None
     return image
-
-
-def iou_matrix(a, b):
-    x1 = np.maximum(a[:, None, 0], b[None, :, 0]); y1 = np.maximum(a[:, None, 1], b[None, :, 1])
-    x2 = np.minimum(a[:, None, 2], b[None, :, 2]); y2 = np.minimum(a[:, None, 3], b[None, :, 3])
-    inter = np.clip(x2 - x1, 0, None) * np.clip(y2 - y1, 0, None)
-    area = lambda r: (r[:, 2] - r[:, 0]) * (r[:, 3] - r[:, 1])
-    return inter / (area(a)[:, None] + area(b)[None, :] - inter)
 
 
 def test_letterbox_matches_ultralytics_geometry():
@@ -44,7 +37,7 @@ def test_lean_backends_find_the_four_people_ultralytics_finds(bus, model_path, b
     reference = theirs.boxes.xyxy.cpu().numpy()
     assert len(ours) == len(reference) == 4
     assert (ours.class_id == 0).all()
-    overlap = iou_matrix(ours.xyxy, reference).max(axis=1)
+    overlap = sv.box_iou_batch(ours.xyxy, reference).max(axis=1)
     assert overlap.min() > 0.95, overlap
 
 

@@ -28,14 +28,6 @@ from edge_agent.runtime import Agent
 REPO = Path(__file__).resolve().parent.parent
 
 
-def iou_matrix(a, b):
-    x1 = np.maximum(a[:, None, 0], b[None, :, 0]); y1 = np.maximum(a[:, None, 1], b[None, :, 1])
-    x2 = np.minimum(a[:, None, 2], b[None, :, 2]); y2 = np.minimum(a[:, None, 3], b[None, :, 3])
-    inter = np.clip(x2 - x1, 0, None) * np.clip(y2 - y1, 0, None)
-    area = lambda r: (r[:, 2] - r[:, 0]) * (r[:, 3] - r[:, 1])
-    return inter / (area(a)[:, None] + area(b)[None, :] - inter)
-
-
 def read_frames(path, count, step=1):
     capture = cv2.VideoCapture(str(path))
     frames, index = [], 0
@@ -89,7 +81,7 @@ def test_exported_openvino_model_runs_rect_and_finds_what_the_onnx_file_finds(op
     found = [decode_yolo_output(detector._infer(detector._prepare([boxed]))[0], box, bus.shape, [0], 0.25, 0.7)
              for detector in (exported, original)]
     assert len(found[0]) == len(found[1]) == 4
-    assert iou_matrix(found[0].xyxy, found[1].xyxy).max(axis=1).min() > 0.95
+    assert sv.box_iou_batch(found[0].xyxy, found[1].xyxy).max(axis=1).min() > 0.95
     # At its rect input (640x480 for this picture) too.
     assert len(exported.detect([bus])[0]) == 4
 
@@ -108,7 +100,7 @@ def test_pytorch_weights_rebuilt_from_the_onnx_file_run_through_ultralytics(mode
     reference = fast_detector.detect([bus])[0]
     reference = reference[reference.confidence > 0.25]
     assert len(ours) == len(reference) == 4
-    assert iou_matrix(ours.xyxy, reference.xyxy).max(axis=1).min() > 0.95
+    assert sv.box_iou_batch(ours.xyxy, reference.xyxy).max(axis=1).min() > 0.95
 
 
 def test_a_fixed_shape_model_falls_back_to_its_own_size_one_frame_per_call(model_path, clip):
@@ -145,7 +137,7 @@ def test_rect_input_finds_the_same_people_as_the_square_one(fast_detector, model
         rect, full = rect[rect.confidence > 0.3], full[full.confidence > 0.3]
         assert abs(len(rect) - len(full)) <= 1
         if len(rect) and len(full):
-            best = iou_matrix(rect.xyxy, full.xyxy).max(axis=1)
+            best = sv.box_iou_batch(rect.xyxy, full.xyxy).max(axis=1)
             matched += int((best > 0.8).sum())
         total += len(rect)
     assert total > 50 and matched / total > 0.95

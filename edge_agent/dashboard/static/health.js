@@ -52,6 +52,8 @@ function renderHealth(h) {
   facts(document.getElementById("detector"), [
     [t("health.backend"), h.detector.backend],
     [t("health.ms"), h.detector.median_ms == null ? "–" : fmt.n(h.detector.median_ms) + " ms"],
+    [t("health.stages"), Object.entries(h.detector.stage_ms || {})
+      .map(([stage, ms]) => t("health.stage." + stage) + " " + fmt.n(ms) + " ms").join(" · ") || "–"],
     [t("health.running"), t("health.minutes", { n: fmt.n(Math.round(uptime / 60)) })],
   ]);
   fillTable(document.getElementById("jobs"), Object.entries(h.jobs).map(([name, j]) => [
