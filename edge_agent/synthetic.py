@@ -97,7 +97,9 @@ def simulate(config, cameras: int, rate: float, speed: float, start: float | Non
         source.stop()
         source.join(5)
         if agent.scheduler.running:
-            agent.scheduler.pause()  # no new health/pruning: the summary's last_seq is final
+            # No new health or pruning, and wait for a prune already running: one finishing after the
+            # last health message would drop messages that message does not report.
+            agent.scheduler.shutdown(wait=True)
         # Close every minute, hour and day the generator touched, report health once more, drain.
         agent.rollup_now(now=source.sim_now + 3 * 86400)
         if agent.uplink is not None:

@@ -23,7 +23,7 @@ from edge_agent.evaluation.run import PipelineRun, run_baselines
 # on the development machine; see docs/analytics.md. Margins absorb backend/CPU rounding.
 SHORT_FRAMES = 200
 SHORT_ABS_ERROR, SHORT_MOTA, SHORT_IDF1 = 6, 0.580, 0.671
-FULL_ABS_ERROR, FULL_MOTA, FULL_IDF1, FULL_HOTA = 9, 0.768, 0.730, 0.553
+FULL_ABS_ERROR, FULL_MOTA, FULL_IDF1, FULL_HOTA = 10, 0.762, 0.720, 0.549  # docs/analytics.md
 
 
 @pytest.fixture(scope="module")
@@ -171,6 +171,10 @@ def test_full_sequence_beats_both_baselines(pets, model_path):
         assert tracker["abs_error"] < tracker["baseline_abs_error"][name], (name, tracker["baseline_abs_error"])
     assert tracker["mota"] >= FULL_MOTA - 0.03
     assert tracker["idf1"] >= FULL_IDF1 - 0.05 and tracker["hota"] >= FULL_HOTA - 0.03
+    # Worst documented cell: 13 of 17 (76.5 %). Detector numerics (bf16 in OpenVINO on CPUs that
+    # have it) move a borderline detection, i.e. one count (6 % of that cell): the floor allows
+    # that one count and no more.
     for line in tracker["lines"].values():
         for cell in line.values():
-            assert cell["accuracy"] >= 0.80, tracker["lines"]
+            assert abs(cell["ours"] - cell["true"]) <= 5, tracker["lines"]
+            assert cell["accuracy"] >= 0.70, tracker["lines"]
