@@ -214,6 +214,16 @@ def drain(backlog: Path, expected: int, dsn: str, ingest_args: list[str], broker
         shutil.rmtree(stores_dir, ignore_errors=True)
 
 
+def delete_queue(url: str, queue: str) -> None:
+    import pika
+
+    connection = pika.BlockingConnection(pika.URLParameters(url))
+    try:
+        connection.channel().queue_delete(queue)
+    finally:
+        connection.close()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--curve-stores", type=int, default=100)
@@ -278,6 +288,10 @@ def main() -> None:
                                     prefix, args.timeout, mode)
                     results.append((engine, mode, backlog_name, stores, hours, workers, expected, seconds))
                     print(f"  {seconds:.1f} s, {expected / seconds:,.0f} msgs/s", file=sys.stderr)
+                    if engine == "rabbitmq":
+                        # A drained run's queue stays bound to the fleet topics: delete it, or every later
+                        # run's messages are also written into it (n-fold disk and publish work).
+                        delete_queue(server.amqp_urls[0], queue)
             finally:
                 server.stop() if engine == "mosquitto" else server.remove()
     finally:
