@@ -75,7 +75,8 @@ def test_minute_rollup_carries_occupancy_dwell_and_shelf_interactions(tmp_path):
     store.record("aisle", T0 + 55, [])
     store.record("door", T0 + 61, [])
     store.record("aisle", T0 + 61, [])
-    assert close_minutes(store, IDENTITY, {"door": ["entrance", "inner"], "aisle": []}) == 2
+    # `now` is the data's time, not the wall clock (minutes silent by wall time would close too)
+    assert close_minutes(store, IDENTITY, {"door": ["entrance", "inner"], "aisle": []}, now=T0 + 61) == 2
 
     by_camera = {p["camera"]: p for p in payloads(config.storage.path)}
     door_payload, aisle_payload = by_camera["door"], by_camera["aisle"]
@@ -109,7 +110,7 @@ def test_occupancy_resets_at_closing_time_and_shows_drift(tmp_path):
     # after the reset two people leave: occupancy stays at 0, both outs are visible as drift
     store.record("door", T0 + 90, [Crossing("entrance", 1, "out", T0 + 70), Crossing("entrance", 2, "out", T0 + 80)])
     store.record("door", T0 + 121, [])
-    close_minutes(store, IDENTITY, {"door": ["entrance"]})
+    close_minutes(store, IDENTITY, {"door": ["entrance"]}, now=T0 + 121)
     first, second = (p["occupancy"]["store"] for p in payloads(config.storage.path))
     assert (first["now"], first["peak"], first["since_reset"]["imbalance"]) == (2, 2, 2)
     assert (second["now"], second["peak"]) == (0, 0)
@@ -141,11 +142,11 @@ def test_a_visit_that_ends_in_a_closed_minute_is_accounted_in_the_next_one(tmp_p
     recorder.sync_layout(config)
     recorder.record("aisle", frame("aisle", T0 + 50, [ZoneEvent("enter", "floor", 1, T0 + 50)]))
     store.record("aisle", T0 + 61, [])
-    close_minutes(store, IDENTITY, {"aisle": []})  # 10:00 is closed and sent
+    close_minutes(store, IDENTITY, {"aisle": []}, now=T0 + 61)  # 10:00 is closed and sent
     # the exit is decided late (grace period) but happened at 10:00:59
     recorder.record("aisle", frame("aisle", T0 + 62, visit("floor", 1, T0 + 50, T0 + 59)[1:]))
     store.record("aisle", T0 + 121, [])
-    close_minutes(store, IDENTITY, {"aisle": []})
+    close_minutes(store, IDENTITY, {"aisle": []}, now=T0 + 121)
     first, second = payloads(config.storage.path)
     assert first["zones"]["floor"]["entries"] == 1 and first["zones"]["floor"]["visits"] == 0
     assert second["zones"]["floor"]["entries"] == 0 and second["zones"]["floor"]["visits"] == 1
