@@ -51,16 +51,23 @@ def section(name: str) -> Callable[[Section], Section]:
     return register
 
 
-@section("lines")
-def line_counts(db: sqlite_utils.Database, window: Window) -> dict:
-    counts = {line_id: {"in": 0, "out": 0} for line_id in window.lines}
+def count_crossings(db: sqlite_utils.Database, window: Window, kind: str,
+                    lines: Sequence[str] = ()) -> dict[str, dict[str, int]]:
+    """In/out per line of ``kind`` crossings ('visitor' or 'staff') in the window; ``lines``
+    are listed even when nobody crossed them."""
+    counts = {line_id: {"in": 0, "out": 0} for line_id in lines}
     for line_id, direction, count in db.execute(
         "SELECT line_id, direction, COUNT(*) FROM events WHERE camera_id = ? AND bucket >= ? AND bucket < ? "
-        "AND kind = 'visitor' GROUP BY line_id, direction",
-        [window.camera_id, window.start, window.end],
+        "AND kind = ? GROUP BY line_id, direction",
+        [window.camera_id, window.start, window.end, kind],
     ).fetchall():
         counts.setdefault(line_id, {"in": 0, "out": 0})[direction] = count
     return counts
+
+
+@section("lines")
+def line_counts(db: sqlite_utils.Database, window: Window) -> dict:
+    return count_crossings(db, window, "visitor", window.lines)
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from ..config import ConfigError
-from ..geometry import Point
+from ..geometry import Point, box_iou
 
 # COCO-17 keypoint order (Ultralytics *-pose models)
 LEFT_WRIST, RIGHT_WRIST = 9, 10
@@ -31,24 +31,11 @@ class PoseResult:
     keypoints: np.ndarray  # (N, 17, 3): x, y in 0–1, confidence
 
 
-def _iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    if len(a) == 0 or len(b) == 0:
-        return np.zeros((len(a), len(b)))
-    x1 = np.maximum(a[:, None, 0], b[None, :, 0])
-    y1 = np.maximum(a[:, None, 1], b[None, :, 1])
-    x2 = np.minimum(a[:, None, 2], b[None, :, 2])
-    y2 = np.minimum(a[:, None, 3], b[None, :, 3])
-    inter = np.clip(x2 - x1, 0, None) * np.clip(y2 - y1, 0, None)
-    area_a = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1])
-    area_b = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
-    return inter / np.maximum(area_a[:, None] + area_b[None, :] - inter, 1e-9)
-
-
 def wrists_by_track(pose: PoseResult, track_boxes: np.ndarray, track_ids: np.ndarray,
                     min_confidence: float = 0.5, min_iou: float = 0.3) -> dict[int, tuple[Point, ...]]:
     """Each track's confident wrist keypoints, from the pose box that overlaps it most."""
     found: dict[int, tuple[Point, ...]] = {}
-    iou = _iou(np.asarray(track_boxes, dtype=float), np.asarray(pose.boxes, dtype=float))
+    iou = box_iou(np.asarray(track_boxes, dtype=float), np.asarray(pose.boxes, dtype=float))
     taken: set[int] = set()
     for t in np.argsort(-iou.max(axis=1)) if iou.size else []:
         order = [p for p in np.argsort(-iou[t]) if p not in taken and iou[t, p] >= min_iou]

@@ -15,7 +15,7 @@ from zoneinfo import ZoneInfo
 
 import sqlite_utils
 
-from ..rollup import Window, section
+from ..rollup import Window, count_crossings, section
 from ..storage import iso_utc, minute_start
 from .metrics import concurrency, dwell_summary, fold_occupancy, interaction_summary
 from .recorder import SETTINGS_KEY
@@ -176,11 +176,4 @@ def heatmap(db: sqlite_utils.Database, window: Window) -> dict | None:
 
 @section("staff")
 def staff(db: sqlite_utils.Database, window: Window) -> dict:
-    counts: dict[str, dict[str, int]] = {}
-    for line_id, direction, count in db.execute(
-        "SELECT line_id, direction, COUNT(*) FROM events WHERE camera_id = ? AND bucket >= ? AND bucket < ? "
-        "AND kind = 'staff' GROUP BY line_id, direction",
-        [window.camera_id, window.start, window.end],
-    ).fetchall():
-        counts.setdefault(line_id, {"in": 0, "out": 0})[direction] = count
-    return {"lines": counts}
+    return {"lines": count_crossings(db, window, "staff")}

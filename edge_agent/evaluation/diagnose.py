@@ -26,24 +26,11 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
+from ..geometry import box_iou
 from .mot import TrueCrossing
 from .run import DetectionPass, PipelineRun, PredCrossing
 
 IOU_MATCH = 0.5
-
-
-def _iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """IoU matrix of xyxy boxes."""
-    if len(a) == 0 or len(b) == 0:
-        return np.zeros((len(a), len(b)))
-    x1 = np.maximum(a[:, None, 0], b[None, :, 0])
-    y1 = np.maximum(a[:, None, 1], b[None, :, 1])
-    x2 = np.minimum(a[:, None, 2], b[None, :, 2])
-    y2 = np.minimum(a[:, None, 3], b[None, :, 3])
-    inter = np.clip(x2 - x1, 0, None) * np.clip(y2 - y1, 0, None)
-    area_a = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1])
-    area_b = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
-    return inter / np.maximum(area_a[:, None] + area_b[None, :] - inter, 1e-9)
 
 
 def _gt_boxes(gt: np.ndarray, frame: int) -> tuple[np.ndarray, np.ndarray]:
@@ -103,7 +90,7 @@ def identities(gt: np.ndarray, run: PipelineRun) -> dict[tuple[int, int], int]:
         tracks = run.tracks_at(frame)
         if not len(gt_ids) or not len(tracks):
             continue
-        iou = _iou(gt_xyxy, tracks[:, 2:6])
+        iou = box_iou(gt_xyxy, tracks[:, 2:6])
         rows, cols = linear_sum_assignment(-iou)
         for r, c in zip(rows, cols):
             if iou[r, c] >= IOU_MATCH:
@@ -175,7 +162,7 @@ def diagnose(gt: np.ndarray, truth: list[TrueCrossing], run: PipelineRun, detect
                 gt_ids, gt_xyxy = _gt_boxes(gt, frame)
                 box = gt_xyxy[gt_ids == crossing.gt_id]
                 dets = detections.detections[frame - 1] if frame - 1 < len(detections.detections) else None
-                if dets is not None and len(dets) and len(box) and _iou(box, dets.xyxy).max() >= IOU_MATCH:
+                if dets is not None and len(dets) and len(box) and box_iou(box, dets.xyxy).max() >= IOU_MATCH:
                     seen = True
             cause = "not tracked" if seen else "not detected"
         elif t_before is None or t_after is None:
